@@ -1,0 +1,45 @@
+"""fgrad: a small JAX-style functional transformation library.
+
+Write pure functions over pytrees of arrays; transform them with ``grad``, ``jvp``,
+``vmap`` and ``jit``. See README.md and docs/ for a tour.
+"""
+
+from fgrad import lax, tree
+from fgrad import numpy as numpy  # noqa: PLC0414 - the jnp-like namespace
+from fgrad.ad import grad, hessian, jacfwd, jacrev, jvp, linearize, value_and_grad, vjp
+from fgrad.config import config
+from fgrad.core import (
+    Array,
+    ClosedJaxpr,
+    ConcretizationError,
+    FgradTypeError,
+    Jaxpr,
+    UnexpectedTracerError,
+    make_jaxpr,
+)
+from fgrad.lax import stop_gradient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Array",
+    "ClosedJaxpr",
+    "ConcretizationError",
+    "FgradTypeError",
+    "Jaxpr",
+    "UnexpectedTracerError",
+    "config",
+    "grad",
+    "hessian",
+    "jacfwd",
+    "jacrev",
+    "jvp",
+    "lax",
+    "linearize",
+    "make_jaxpr",
+    "numpy",
+    "stop_gradient",
+    "tree",
+    "value_and_grad",
+    "vjp",
+]

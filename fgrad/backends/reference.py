@@ -1,0 +1,27 @@
+"""The reference backend: every primitive's plain-NumPy implementation.
+
+The implementations live beside each primitive's declaration in ``fgrad.lax`` (so a
+primitive is one edit); this module is the backend that runs them, and the oracle
+every other backend is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fgrad.core import Primitive
+
+
+def run(prim: Primitive, vals: Sequence[np.ndarray], params: dict[str, Any]) -> list[np.ndarray]:
+    """Run ``prim`` on NumPy arrays; always returns a list of outputs."""
+    if prim.impl is None:
+        raise NotImplementedError(f"primitive {prim.name} has no reference implementation")
+    out = prim.impl(*vals, **params)
+    return list(out) if prim.multiple_results else [out]
+
+
+def has_kernel(prim: Primitive) -> bool:
+    """True when the reference backend can run ``prim``."""
+    return prim.impl is not None

@@ -1,0 +1,963 @@
+"""The core: abstract values, the immutable Array, the IR, primitives and tracing.
+
+Reading order: ``ShapedArray`` (what a value looks like), ``Array`` (an eager value),
+``Var``/``Literal``/``Eqn``/``Jaxpr`` (the IR), ``Primitive`` (an operation with its
+rules), then the trace machinery: ``MainTrace`` levels, ``Trace``/``Tracer``, and the
+one trace defined here, ``JaxprTrace``, which records equations into a jaxpr. Other
+transformations (``ad.JVPTrace``, batching) subclass ``Trace`` in their own modules.
+
+Every operation goes through ``Primitive.bind``. With no tracer among its arguments it
+runs eagerly on the current backend (``execute``); otherwise the highest-level trace
+among the arguments processes it. Levels keep nested transformations apart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fgrad import tree as tree_util
+from fgrad.config import config
+
+_FGRAD_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+# ---------------------------------------------------------------- errors and user lines
+
+
+def user_frame() -> str:
+    """Return ``file:line`` of the innermost stack frame outside the fgrad package."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_FGRAD_DIR) and not filename.startswith("<frozen"):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+class FgradTypeError(TypeError):
+    """A shape or dtype mismatch found by a primitive's shape rule."""
+
+
+class ConcretizationError(TypeError):
+    """A concrete Python value was needed from an abstract (jit-traced) value."""
+
+
+class UnexpectedTracerError(RuntimeError):
+    """A tracer was used after the transformation that created it had finished."""
+
+
+# ---------------------------------------------------------------- abstract values
+
+_SHORT_DTYPE = {
+    "float16": "f16",
+    "float32": "f32",
+    "float64": "f64",
+    "int8": "i8",
+    "int16": "i16",
+    "int32": "i32",
+    "int64": "i64",
+    "uint8": "u8",
+    "uint16": "u16",
+    "uint32": "u32",
+    "uint64": "u64",
+    "bool": "bool",
+}
+
+
+class ShapedArray:
+    """The abstract value of an array: its shape and dtype, nothing else."""
+
+    __slots__ = ("shape", "dtype", "_hash")
+
+    def __init__(self, shape: Sequence[int], dtype: Any):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._hash = hash((self.shape, self.dtype))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ShapedArray)
+            and self.shape == other.shape
+            and self.dtype == other.dtype
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def str_short(self) -> str:
+        dims = ",".join(str(d) for d in self.shape)
+        return f"{_SHORT_DTYPE.get(self.dtype.name, self.dtype.name)}[{dims}]"
+
+    def __repr__(self) -> str:
+        return f"ShapedArray({self.str_short()})"
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """True for the floating dtypes, the only differentiable ones."""
+    return np.issubdtype(np.dtype(dtype), np.floating)
+
+
+def get_aval(x: Any) -> ShapedArray:
+    """Abstract value of a tracer, Array, NumPy value or Python scalar."""
+    if isinstance(x, Tracer):
+        return x.aval
+    if isinstance(x, Array):
+        return ShapedArray(x._v.shape, x._v.dtype)
+    if isinstance(x, np.ndarray | np.generic):
+        return ShapedArray(x.shape, x.dtype)
+    if isinstance(x, bool | int | float):
+        return ShapedArray((), python_scalar_dtype(x))
+    raise TypeError(f"{type(x).__name__} is not a valid fgrad array value: {x!r}")
+
+
+def python_scalar_dtype(x: Any) -> np.dtype:
+    """Default dtype of a Python scalar: bool, int32 or float32 (DESIGN: 32-bit defaults)."""
+    if isinstance(x, bool):
+        return np.dtype(np.bool_)
+    if isinstance(x, int):
+        return np.dtype(np.int32)
+    if isinstance(x, float):
+        return np.dtype(np.float32)
+    raise TypeError(f"not a Python scalar: {x!r}")
+
+
+# ---------------------------------------------------------------- the eager array
+
+
+class Array:
+    """fgrad's immutable array: the result of every eager operation.
+
+    It wraps a read-only NumPy array; ``np.asarray(x)`` returns that buffer without a
+    copy. Arithmetic operators, methods (``.sum``, ``.reshape``, ...) and ``.at[...]``
+    updates are installed by ``fgrad.numpy``.
+
+    Example:
+        >>> import numpy as np, fgrad.numpy as fnp
+        >>> x = fnp.asarray([1.0, 2.0])
+        >>> (x * 2).tolist()
+        [2.0, 4.0]
+        >>> np.asarray(x).flags.writeable
+        False
+    """
+
+    __slots__ = ("_v", "__weakref__")
+    __array_priority__ = 100
+
+    def __init__(self, value: Any):
+        v = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if v.flags.writeable:
+            v.flags.writeable = False
+        self._v = v
+
+    # ---- NumPy interop
+    def __array__(self, dtype=None, copy=None):
+        if copy:
+            return np.array(self._v, dtype=dtype, copy=True)
+        if dtype is not None and np.dtype(dtype) != self._v.dtype:
+            return self._v.astype(dtype)
+        return self._v
+
+    @property
+    def aval(self) -> ShapedArray:
+        return ShapedArray(self._v.shape, self._v.dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._v.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._v.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self._v.ndim
+
+    @property
+    def size(self) -> int:
+        return self._v.size
+
+    @property
+    def nbytes(self) -> int:
+        return self._v.nbytes
+
+    def __len__(self) -> int:
+        if self._v.ndim == 0:
+            raise TypeError("len() of unsized object (a 0-d array)")
+        return self._v.shape[0]
+
+    def __iter__(self):
+        if self._v.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self._v.shape[0]))
+
+    def __bool__(self) -> bool:
+        return bool(self._v)
+
+    def __int__(self) -> int:
+        return int(self._v)
+
+    def __float__(self) -> float:
+        return float(self._v)
+
+    def __index__(self) -> int:
+        return self._v.__index__()
+
+    def __complex__(self) -> complex:
+        return complex(self._v)
+
+    def item(self, *args):
+        """Return the element as a Python scalar."""
+        return self._v.item(*args)
+
+    def tolist(self):
+        """Return the array as nested Python lists."""
+        return self._v.tolist()
+
+    def block_until_ready(self) -> "Array":
+        """Return self; CPU results are always ready (kept for JAX compatibility)."""
+        return self
+
+    def __setitem__(self, idx, value):
+        raise TypeError(
+            "fgrad arrays are immutable: `x[idx] = v` is not supported; "
+            "use the functional form `x = x.at[idx].set(v)` instead"
+        )
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._v, separator=", ", prefix="Array(")
+        return f"Array({body}, dtype={self._v.dtype.name})"
+
+    def __str__(self) -> str:
+        return str(self._v)
+
+    def __reduce__(self):
+        return (Array, (np.array(self._v),))
+
+    def __hash__(self):
+        raise TypeError("unhashable type: fgrad Array (use static_argnums for static values)")
+
+
+# ---------------------------------------------------------------- the IR
+
+
+class Var:
+    """A typed variable of a jaxpr; named only when the jaxpr is printed."""
+
+    __slots__ = ("aval",)
+
+    def __init__(self, aval: ShapedArray):
+        self.aval = aval
+
+    def __repr__(self) -> str:
+        return f"Var({self.aval.str_short()})"
+
+
+class Literal:
+    """A scalar constant written inline in a jaxpr (e.g. ``0.0`` in ``max c 0.0``)."""
+
+    __slots__ = ("val", "aval")
+
+    def __init__(self, val: Any, aval: ShapedArray):
+        self.val = val
+        self.aval = aval
+
+    def __repr__(self) -> str:
+        return f"Literal({self.val!r})"
+
+    def str_value(self) -> str:
+        v = np.asarray(self.val)
+        if v.dtype == np.bool_:
+            return str(bool(v))
+        return repr(v.item())
+
+
+Atom = Var | Literal
+
+
+class Eqn:
+    """One equation: ``outvars = primitive[params](invars)``, with the user's line."""
+
+    __slots__ = ("primitive", "invars", "outvars", "params", "source_info")
+
+    def __init__(self, primitive, invars, outvars, params, source_info=None):
+        self.primitive = primitive
+        self.invars = list(invars)
+        self.outvars = list(outvars)
+        self.params = dict(params)
+        self.source_info = source_info
+
+    def __repr__(self) -> str:
+        return f"Eqn({self.primitive.name}, {len(self.invars)} in, {len(self.outvars)} out)"
+
+
+class Jaxpr:
+    """A typed, first-order program: constvars, invars, equations and outputs."""
+
+    def __init__(self, constvars, invars, eqns, outvars):
+        self.constvars = list(constvars)
+        self.invars = list(invars)
+        self.eqns = list(eqns)
+        self.outvars = list(outvars)
+
+    @property
+    def in_avals(self) -> list[ShapedArray]:
+        return [v.aval for v in self.invars]
+
+    @property
+    def out_avals(self) -> list[ShapedArray]:
+        return [v.aval for v in self.outvars]
+
+    def __str__(self) -> str:
+        return pp_jaxpr(self)
+
+    __repr__ = __str__
+
+
+class ClosedJaxpr:
+    """A jaxpr together with the values of its constvars; what ``make_jaxpr`` returns."""
+
+    def __init__(self, jaxpr: Jaxpr, consts: Sequence[Any]):
+        self.jaxpr = jaxpr
+        self.consts = list(consts)
+
+    @property
+    def eqns(self) -> list[Eqn]:
+        return self.jaxpr.eqns
+
+    @property
+    def in_avals(self) -> list[ShapedArray]:
+        return self.jaxpr.in_avals
+
+    @property
+    def out_avals(self) -> list[ShapedArray]:
+        return self.jaxpr.out_avals
+
+    def __call__(self, *args):
+        return eval_jaxpr(self.jaxpr, self.consts, *args)
+
+    def __str__(self) -> str:
+        return pp_jaxpr(self.jaxpr)
+
+    __repr__ = __str__
+
+
+def _var_names():
+    for n in itertools.count(1):
+        for combo in itertools.product("abcdefghijklmnopqrstuvwxyz", repeat=n):
+            yield "".join(combo)
+
+
+def _pp_param(value: Any, names: dict, indent: int) -> str:
+    if isinstance(value, ClosedJaxpr | Jaxpr):
+        inner = value.jaxpr if isinstance(value, ClosedJaxpr) else value
+        text = pp_jaxpr(inner, names=None)
+        pad = " " * (indent + 2)
+        return "\n" + "\n".join(pad + line for line in text.splitlines())
+    if isinstance(value, np.dtype | type):
+        return np.dtype(value).name
+    if isinstance(value, list):
+        return "(" + ", ".join(_pp_param(v, names, indent) for v in value) + ")"
+    return repr(value) if not isinstance(value, str) else value
+
+
+def pp_jaxpr(jaxpr: Jaxpr, names: dict | None = None) -> str:
+    """Render a jaxpr in the familiar ``{ lambda ; a:f32[3]. let ... in (b,) }`` form."""
+    names = {}
+    gen = _var_names()
+
+    def name(v: Atom) -> str:
+        if isinstance(v, Literal):
+            return v.str_value()
+        if v not in names:
+            names[v] = next(gen)
+        return names[v]
+
+    def binder(v: Var) -> str:
+        return f"{name(v)}:{v.aval.str_short()}"
+
+    consts = " ".join(binder(v) for v in jaxpr.constvars)
+    ins = " ".join(binder(v) for v in jaxpr.invars)
+    head = f"{{ lambda {consts}; {ins}. let" if consts else f"{{ lambda ; {ins}. let"
+    lines = [head]
+    for eqn in jaxpr.eqns:
+        outs = " ".join(binder(v) for v in eqn.outvars)
+        params = " ".join(f"{k}={_pp_param(v, names, 4)}" for k, v in eqn.params.items())
+        prim = f"{eqn.primitive.name}[{params}]" if params else eqn.primitive.name
+        args = " ".join(name(v) for v in eqn.invars)
+        lines.append(f"    {outs} = {prim} {args}".rstrip())
+    outs = ", ".join(name(v) for v in jaxpr.outvars)
+    trailing = "," if len(jaxpr.outvars) == 1 else ""
+    lines.append(f"  in ({outs}{trailing}) }}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- primitives
+
+#: Every primitive by name: the registry tests and docs sweep.
+primitives: dict[str, "Primitive"] = {}
+
+
+class Primitive:
+    """A named operation and its rules, declared once side by side in ``fgrad.lax``.
+
+    Rules (each set with a ``def_*`` method):
+
+    * ``shape_rule(*avals, **params) -> ShapedArray | list[ShapedArray]``: checks the
+      operands and gives the output's shape and dtype. Errors raised here become
+      ``FgradTypeError`` naming the primitive, the shapes and the user's line.
+    * ``impl(*np_arrays, **params)``: the reference implementation in plain NumPy.
+    * ``vjp_rule(ct, *primals, out, **params) -> tuple``: cotangents for each input
+      (``None`` for zero/non-differentiable), written in fgrad ops so it traces again.
+    * ``jvp_rule(tangents, *primals, out, **params) -> tangent_out``: ``tangents`` has
+      ``None`` for symbolic zeros; ``out`` is the primal output, already computed.
+    * ``batch_rule(args, dims, **params) -> (out, out_dim)`` (see ``fgrad.batching``).
+    """
+
+    def __init__(self, name: str, multiple_results: bool = False):
+        if name in primitives:
+            raise ValueError(f"primitive {name!r} is declared twice")
+        self.name = name
+        self.multiple_results = multiple_results
+        self.shape_rule: Callable | None = None
+        self.impl: Callable | None = None
+        self.vjp_rule: Callable | None = None
+        self.jvp_rule: Callable | None = None
+        self.batch_rule: Callable | None = None
+        # Not differentiable at all (integer outputs): no VJP/JVP expected.
+        self.differentiable = True
+        primitives[name] = self
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def def_shape(self, rule: Callable) -> Callable:
+        self.shape_rule = rule
+        return rule
+
+    def def_impl(self, impl: Callable) -> Callable:
+        self.impl = impl
+        return impl
+
+    def def_vjp(self, rule: Callable) -> Callable:
+        self.vjp_rule = rule
+        return rule
+
+    def def_jvp(self, rule: Callable) -> Callable:
+        self.jvp_rule = rule
+        return rule
+
+    def def_batch(self, rule: Callable) -> Callable:
+        self.batch_rule = rule
+        return rule
+
+    def abstract_eval(self, *avals: ShapedArray, **params) -> list[ShapedArray]:
+        """Run the shape rule; always returns a list of output avals."""
+        try:
+            out = self.shape_rule(*avals, **params)
+        except FgradTypeError:
+            raise
+        except (TypeError, ValueError) as e:
+            shapes = ", ".join(a.str_short() for a in avals)
+            raise FgradTypeError(
+                f"{self.name}: {e} (operands: {shapes}) at {user_frame()}"
+            ) from None
+        return list(out) if self.multiple_results else [out]
+
+    def bind(self, *args, **params):
+        """Apply the primitive: eagerly, or recorded/transformed by the top trace."""
+        top = find_top_trace(args)
+        if top is None:
+            outs = execute(self, args, params)
+        else:
+            tracers = [top.full_raise(a) for a in args]
+            outs = top.process_primitive(self, tracers, params)
+        return outs if self.multiple_results else outs[0]
+
+
+# ---------------------------------------------------------------- backends / execution
+
+_BACKEND_MODULES = {
+    "reference": "fgrad.backends.reference",
+    "cpu": "fgrad.backends.cpu",
+    "cuda": "fgrad.backends.cuda",
+}
+_loaded_backends: dict[str, Any] = {}
+
+
+def register_backend(name: str, module_path: str) -> None:
+    """Make a backend module importable by name (it must export ``run``)."""
+    _BACKEND_MODULES[name] = module_path
+    _loaded_backends.pop(name, None)
+
+
+def get_backend(name: str | None = None):
+    """Return the backend module called ``name`` (default: ``config.default_backend``)."""
+    name = name or config.default_backend
+    mod = _loaded_backends.get(name)
+    if mod is None:
+        if name not in _BACKEND_MODULES:
+            raise ValueError(f"unknown backend {name!r}; known: {sorted(_BACKEND_MODULES)}")
+        mod = importlib.import_module(_BACKEND_MODULES[name])
+        _loaded_backends[name] = mod
+    return mod
+
+
+def execute(prim: Primitive, args: Sequence[Any], params: dict) -> list[Array]:
+    """Run ``prim`` eagerly on concrete values: shape rule, backend kernel, wrap."""
+    avals = [get_aval(a) for a in args]
+    out_avals = prim.abstract_eval(*avals, **params)
+    vals = [a._v if isinstance(a, Array) else np.asarray(a) for a in args]
+    outs = get_backend().run(prim, vals, params)
+    result = []
+    for o, aval in zip(outs, out_avals):
+        o = np.asarray(o)
+        if o.dtype != aval.dtype:
+            o = o.astype(aval.dtype)
+        result.append(Array(o))
+    if config.debug_nans or config.debug_infs:
+        check_finite(prim, result, avals)
+    return result
+
+
+def check_finite(prim: Primitive, outs: Sequence[Array], in_avals, where: str | None = None):
+    """Raise FloatingPointError if a debug flag is on and an output is NaN/inf."""
+    for o in outs:
+        v = o._v
+        if not np.issubdtype(v.dtype, np.floating):
+            continue
+        bad = None
+        if config.debug_nans and np.isnan(v).any():
+            bad = "NaN"
+        elif config.debug_infs and np.isinf(v).any():
+            bad = "inf"
+        if bad:
+            shapes = ", ".join(a.str_short() for a in in_avals)
+            raise FloatingPointError(
+                f"debug_nans: primitive {prim.name} produced {bad} "
+                f"(inputs: {shapes}) at {where or user_frame()}"
+            )
+
+
+# ---------------------------------------------------------------- traces and tracers
+
+
+class MainTrace:
+    """One active transformation; ``level`` orders nested ones (higher = inner)."""
+
+    __slots__ = ("level", "trace_type", "payload", "alive", "name")
+
+    def __init__(self, level: int, trace_type: type, payload: Any, name: str):
+        self.level = level
+        self.trace_type = trace_type
+        self.payload = payload
+        self.alive = True
+        self.name = name
+
+
+_trace_stack: list[MainTrace] = []
+
+
+class new_main:
+    """Context manager opening a new transformation level.
+
+    Example: ``with new_main(JaxprTrace, builder) as main: trace = main_trace(main)``.
+    """
+
+    def __init__(self, trace_type: type, payload: Any = None, name: str = ""):
+        self.trace_type = trace_type
+        self.payload = payload
+        self.name = name or trace_type.__name__
+
+    def __enter__(self) -> MainTrace:
+        self.main = MainTrace(len(_trace_stack) + 1, self.trace_type, self.payload, self.name)
+        _trace_stack.append(self.main)
+        return self.main
+
+    def __exit__(self, *exc):
+        popped = _trace_stack.pop()
+        assert popped is self.main
+        popped.alive = False
+        return False
+
+
+def find_top_trace(args: Sequence[Any]):
+    top = None
+    for a in args:
+        if isinstance(a, Tracer):
+            main = a._trace.main
+            if not main.alive:
+                raise_leaked(a)
+            if top is None or main.level > top.main.level:
+                top = a._trace
+    return top
+
+
+def raise_leaked(t: "Tracer"):
+    raise UnexpectedTracerError(
+        f"Encountered a tracer ({t.aval.str_short()}, created at {t.source_info}) "
+        f"after the transformation that created it ({t._trace.main.name}) had finished. "
+        f"This usually means a traced value escaped through a global, a closure or a "
+        f"side effect (e.g. appended to a list) and was used later at {user_frame()}. "
+        f"Return values out of transformed functions instead."
+    )
+
+
+class Trace:
+    """Base of all transformations: lifts values and processes primitives."""
+
+    def __init__(self, main: MainTrace):
+        self.main = main
+
+    def full_raise(self, val: Any) -> "Tracer":
+        if isinstance(val, Tracer):
+            main = val._trace.main
+            if main is self.main:
+                return val
+            if not main.alive:
+                raise_leaked(val)
+            if main.level > self.main.level:
+                raise UnexpectedTracerError(
+                    f"a tracer from an inner transformation ({main.name}) reached an "
+                    f"outer one ({self.main.name}) at {user_frame()}"
+                )
+            return self.lift(val)
+        return self.pure(val)
+
+    def pure(self, val: Any) -> "Tracer":
+        raise NotImplementedError
+
+    def lift(self, val: "Tracer") -> "Tracer":
+        return self.pure(val)
+
+    def process_primitive(self, prim: Primitive, tracers, params) -> list["Tracer"]:
+        raise NotImplementedError
+
+
+class Tracer:
+    """A value inside a transformation. Operators are installed by ``fgrad.numpy``."""
+
+    __slots__ = ("_trace", "source_info")
+    __array_priority__ = 1000
+
+    aval: ShapedArray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.aval.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.aval.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.aval.ndim
+
+    @property
+    def size(self) -> int:
+        return self.aval.size
+
+    def concrete_value(self) -> Any:
+        """The concrete value behind this tracer, or None when it is abstract."""
+        return None
+
+    def _concrete(self, what: str):
+        if not self._trace.main.alive:
+            raise_leaked(self)
+        val = self.concrete_value()
+        if val is None:
+            raise ConcretizationError(
+                f"{what} needs a concrete value, but got an abstract tracer "
+                f"{self.aval.str_short()} (created at {self.source_info}) inside "
+                f"{self._trace.main.name}, at {user_frame()}. Python control flow cannot "
+                f"depend on values traced by jit: use lax.cond / lax.switch for branches, "
+                f"lax.while_loop / lax.fori_loop for loops, fnp.where for elementwise "
+                f"choices, or mark the argument static with static_argnums."
+            )
+        return val
+
+    def __bool__(self) -> bool:
+        return bool(self._concrete("bool() (e.g. an `if` or `while` test)"))
+
+    def __int__(self) -> int:
+        return int(self._concrete("int()"))
+
+    def __float__(self) -> float:
+        return float(self._concrete("float()"))
+
+    def __index__(self) -> int:
+        return int(self._concrete("using a value as an index").__index__())
+
+    def item(self, *args):
+        return np.asarray(self._concrete(".item()")).item(*args)
+
+    def tolist(self):
+        return np.asarray(self._concrete(".tolist()")).tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        v = np.asarray(self._concrete("np.asarray() / conversion to NumPy"))
+        return v.astype(dtype) if dtype is not None else v
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object (a 0-d array)")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __setitem__(self, idx, value):
+        raise TypeError(
+            "fgrad arrays are immutable: `x[idx] = v` is not supported; "
+            "use the functional form `x = x.at[idx].set(v)` instead"
+        )
+
+    def __hash__(self):
+        raise TypeError(
+            f"unhashable type: tracer {self.aval.str_short()}; a traced value cannot be "
+            f"a dict key or a static argument"
+        )
+
+    def block_until_ready(self):
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"Traced<{self.aval.str_short()}>(created at {self.source_info}, "
+            f"in {self._trace.main.name})"
+        )
+
+
+# ---------------------------------------------------------------- recording into a jaxpr
+
+
+class JaxprBuilder:
+    """Accumulates equations while a JaxprTrace is active."""
+
+    def __init__(self, concrete: bool):
+        # concrete=True: tracers also carry values (vjp, where Python `if` must work).
+        self.concrete = concrete
+        self.eqns: list[Eqn] = []
+        self.tracer_to_var: dict[int, Var] = {}
+        self.const_tracers: dict[int, "JaxprTracer"] = {}
+        self.const_vals: dict[int, Any] = {}  # var id -> value (keeps ids alive)
+        self.constvars: list[Var] = []
+        self.consts: list[Any] = []
+        self.invars: list[Var] = []
+        # Values seen for every var, for vjp's backward pass (residuals).
+        self.values: dict[Var, Any] = {}
+
+    def add_var(self, tracer: "JaxprTracer") -> Var:
+        var = Var(tracer.aval)
+        self.tracer_to_var[id(tracer)] = var
+        return var
+
+    def getvar(self, tracer: "JaxprTracer") -> Atom:
+        return self.tracer_to_var[id(tracer)]
+
+
+class JaxprTracer(Tracer):
+    __slots__ = ("aval", "val")
+
+    def __init__(self, trace: "JaxprTrace", aval: ShapedArray, val: Any, source_info: str):
+        self._trace = trace
+        self.aval = aval
+        self.val = val
+        self.source_info = source_info
+
+    def concrete_value(self):
+        v = self.val
+        while isinstance(v, Tracer):
+            v = v.concrete_value()
+        return v
+
+
+class JaxprTrace(Trace):
+    """Records every primitive into ``main.payload`` (a JaxprBuilder).
+
+    With ``builder.concrete`` the tracers also carry the values computed one level
+    down, so Python control flow on values works and vjp keeps them as residuals.
+    """
+
+    def new_arg(self, aval: ShapedArray, val: Any = None) -> JaxprTracer:
+        builder: JaxprBuilder = self.main.payload
+        t = JaxprTracer(self, aval, val, "argument")
+        var = builder.add_var(t)
+        builder.invars.append(var)
+        builder.values[var] = val
+        builder.const_tracers[id(t)] = t  # keep alive so id() stays unique
+        return t
+
+    def pure(self, val: Any) -> JaxprTracer:
+        builder: JaxprBuilder = self.main.payload
+        key = id(val)
+        t = builder.const_tracers.get(key)
+        if t is not None and builder.const_vals.get(key) is val:
+            return t
+        if not isinstance(val, Array | Tracer):
+            val = _as_array(val)
+        aval = get_aval(val)
+        t = JaxprTracer(self, aval, val if builder.concrete else _const_val(val), "constant")
+        if aval.shape == () and not isinstance(val, Tracer):
+            atom = Literal(val if isinstance(val, Array) else _as_array(val), aval)
+            builder.tracer_to_var[id(t)] = atom
+        else:
+            var = builder.add_var(t)
+            builder.constvars.append(var)
+            builder.consts.append(val)
+            builder.values[var] = val
+        builder.const_tracers[key] = t
+        builder.const_vals[key] = val
+        builder.const_tracers[id(t)] = t
+        return t
+
+    def process_primitive(self, prim, tracers, params):
+        builder: JaxprBuilder = self.main.payload
+        out_avals = prim.abstract_eval(*[t.aval for t in tracers], **params)
+        vals = [t.val for t in tracers]
+        if builder.concrete and all(v is not None for v in vals):
+            out_vals = prim.bind(*vals, **params)
+            if not prim.multiple_results:
+                out_vals = [out_vals]
+        else:
+            out_vals = [None] * len(out_avals)
+        src = user_frame()
+        outs = [JaxprTracer(self, a, v, src) for a, v in zip(out_avals, out_vals)]
+        invars = [builder.getvar(t) for t in tracers]
+        outvars = [builder.add_var(t) for t in outs]
+        for var, v in zip(outvars, out_vals):
+            builder.values[var] = v
+        for t in outs:
+            builder.const_tracers[id(t)] = t
+        builder.eqns.append(Eqn(prim, invars, outvars, params, src))
+        return outs
+
+
+def _const_val(val: Any) -> Any:
+    # In abstract mode, constants that are themselves concrete keep their value so that
+    # e.g. shape-only helpers can still read them; tracers of outer levels stay opaque.
+    return None if isinstance(val, Tracer) else val
+
+
+def trace_to_jaxpr(
+    fun: Callable, in_avals: Sequence[ShapedArray], in_vals: Sequence[Any] | None = None,
+    name: str = "make_jaxpr",
+):
+    """Trace ``fun`` (flat inputs -> flat outputs) into a Jaxpr.
+
+    Args:
+        fun: takes one positional argument per aval and returns a list of outputs.
+        in_avals: abstract values of the inputs.
+        in_vals: optional concrete values; when given, the trace is concrete and the
+            returned builder holds every intermediate value (used by vjp).
+        name: transformation name shown in error messages.
+
+    Returns:
+        ``(jaxpr, consts, out_vals, builder)``.
+    """
+    builder = JaxprBuilder(concrete=in_vals is not None)
+    with new_main(JaxprTrace, builder, name=name) as main:
+        trace = JaxprTrace(main)
+        vals = in_vals if in_vals is not None else [None] * len(in_avals)
+        args = [trace.new_arg(a, v) for a, v in zip(in_avals, vals)]
+        outs = fun(*args)
+        out_tracers = [trace.full_raise(o) for o in outs]
+        outvars = [builder.getvar(t) for t in out_tracers]
+        out_vals = [t.val for t in out_tracers]
+    jaxpr = Jaxpr(builder.constvars, builder.invars, builder.eqns, outvars)
+    return jaxpr, builder.consts, out_vals, builder
+
+
+def eval_jaxpr(jaxpr: Jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
+    """Evaluate a jaxpr by binding each equation's primitive in order.
+
+    Works on concrete values and on tracers alike, which is how jaxprs are
+    re-traced by other transformations.
+    """
+    env: dict[Var, Any] = {}
+
+    def read(v: Atom) -> Any:
+        return v.val if isinstance(v, Literal) else env[v]
+
+    if len(args) != len(jaxpr.invars):
+        raise TypeError(f"jaxpr takes {len(jaxpr.invars)} arguments, got {len(args)}")
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        outs = eqn.primitive.bind(*[read(v) for v in eqn.invars], **eqn.params)
+        if not eqn.primitive.multiple_results:
+            outs = [outs]
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+# ---------------------------------------------------------------- helpers for callers
+
+
+def is_array_like(x: Any) -> bool:
+    """True for values fgrad treats as array leaves."""
+    return isinstance(x, Array | Tracer | np.ndarray | np.generic | bool | int | float)
+
+
+def flatten_fun_args(args: Sequence[Any]):
+    """Flatten positional args into leaves and a treedef."""
+    return tree_util.tree_flatten(list(args))
+
+
+def make_jaxpr(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable:
+    """Return a function that traces ``fun`` and gives its IR as a ``ClosedJaxpr``.
+
+    Example:
+        >>> import fgrad, fgrad.numpy as fnp
+        >>> print(fgrad.make_jaxpr(lambda x: fnp.maximum(x, 0.0))(fnp.ones(3)))
+        { lambda ; a:f32[3]. let
+            b:f32[3] = max a 0.0
+          in (b,) }
+    """
+    static = set((static_argnums,) if isinstance(static_argnums, int) else static_argnums)
+
+    def make(*args, **kwargs):
+        dyn = [a for i, a in enumerate(args) if i not in static]
+        flat, in_tree = tree_util.tree_flatten(dyn)
+        flat = [x if isinstance(x, Array | Tracer) else _as_array(x) for x in flat]
+        avals = [get_aval(x) for x in flat]
+
+        def flat_fun(*xs):
+            it = iter(tree_util.tree_unflatten(in_tree, list(xs)))
+            full = [a if i in static else next(it) for i, a in enumerate(args)]
+            out = fun(*full, **kwargs)
+            return [_as_array(o) if not isinstance(o, Tracer) else o
+                    for o in tree_util.tree_leaves(out)]
+
+        jaxpr, consts, _, _ = trace_to_jaxpr(flat_fun, avals, name="make_jaxpr")
+        return ClosedJaxpr(jaxpr, consts)
+
+    return make
+
+
+def _as_array(x: Any) -> Array:
+    if isinstance(x, Array):
+        return x
+    if isinstance(x, bool | int | float) and not isinstance(x, np.generic):
+        return Array(np.asarray(x, dtype=python_scalar_dtype(x)))
+    return Array(np.array(x))

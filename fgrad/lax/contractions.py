@@ -1,0 +1,147 @@
+"""dot_general: tensor contraction with batch dimensions (matmul, einsum's workhorse)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from fgrad.core import Primitive, ShapedArray
+from fgrad.lax.shapes import transpose
+from fgrad.lax.utils import check_same_dtypes, promote_scalars
+
+dot_general_p = Primitive("dot_general")
+
+
+def _free_dims(nd: int, contract: Sequence[int], batch: Sequence[int]) -> list[int]:
+    return [i for i in range(nd) if i not in contract and i not in batch]
+
+
+@dot_general_p.def_shape
+def _dot_general_shape(x: ShapedArray, y: ShapedArray, *, contract, batch) -> ShapedArray:
+    dtype = check_same_dtypes("", x, y)
+    (lc, rc), (lb, rb) = contract, batch
+    if len(lc) != len(rc) or len(lb) != len(rb):
+        raise TypeError(f"contract {contract} / batch {batch} dimension lists differ in length")
+    for dims, nd, side in ((lc + lb, x.ndim, "lhs"), (rc + rb, y.ndim, "rhs")):
+        if len(set(dims)) != len(dims) or any(not 0 <= d < nd for d in dims):
+            raise TypeError(f"invalid {side} dimensions {dims} for rank {nd}")
+    for a, b in zip(lc, rc):
+        if x.shape[a] != y.shape[b]:
+            raise TypeError(
+                f"contracting dimensions differ: lhs {x.shape} axis {a} vs rhs {y.shape} axis {b}"
+            )
+    for a, b in zip(lb, rb):
+        if x.shape[a] != y.shape[b]:
+            raise TypeError(f"batch dimensions differ: lhs {x.shape} axis {a} vs rhs {y.shape} axis {b}")
+    shape = (
+        [x.shape[a] for a in lb]
+        + [x.shape[a] for a in _free_dims(x.ndim, lc, lb)]
+        + [y.shape[b] for b in _free_dims(y.ndim, rc, rb)]
+    )
+    return ShapedArray(shape, dtype)
+
+
+@dot_general_p.def_impl
+def _dot_general_impl(x, y, *, contract, batch):
+    (lc, rc), (lb, rb) = contract, batch
+    lf, rf = _free_dims(x.ndim, lc, lb), _free_dims(y.ndim, rc, rb)
+    # As one batched matmul: (B, M, K) @ (B, K, N).
+    bshape = [x.shape[a] for a in lb]
+    m = int(np.prod([x.shape[a] for a in lf], dtype=np.int64))
+    k = int(np.prod([x.shape[a] for a in lc], dtype=np.int64))
+    n = int(np.prod([y.shape[b] for b in rf], dtype=np.int64))
+    b = int(np.prod(bshape, dtype=np.int64))
+    xm = np.transpose(x, list(lb) + lf + list(lc)).reshape(b, m, k)
+    ym = np.transpose(y, list(rb) + list(rc) + rf).reshape(b, k, n)
+    out = np.matmul(xm, ym)
+    return out.reshape(bshape + [x.shape[a] for a in lf] + [y.shape[c] for c in rf])
+
+
+def _transpose_operand(ct, other, operand_nd, contract, batch, ct_other_dims, other_free):
+    """Cotangent of one operand: contract ct with the other operand, then permute."""
+    c_mine, c_other = contract
+    b_mine, b_other = batch
+    nb = len(b_mine)
+    mine_free = _free_dims(operand_nd, c_mine, b_mine)
+    out = dot_general(
+        ct,
+        other,
+        ((tuple(ct_other_dims), tuple(other_free)), (tuple(range(nb)), tuple(b_other))),
+    )
+    # out layout: batch, my free dims, then the other's contracted dims in ascending order.
+    other_sorted = sorted(c_other)
+    pos = {}
+    for i, a in enumerate(b_mine):
+        pos[a] = i
+    for j, a in enumerate(mine_free):
+        pos[a] = nb + j
+    for a_mine, a_other in zip(c_mine, c_other):
+        pos[a_mine] = nb + len(mine_free) + other_sorted.index(a_other)
+    return transpose(out, [pos[a] for a in range(operand_nd)])
+
+
+@dot_general_p.def_vjp
+def _dot_general_vjp(ct, x, y, *, out, contract, batch):
+    (lc, rc), (lb, rb) = contract, batch
+    nx, ny = len(x.shape), len(y.shape)
+    lf, rf = _free_dims(nx, lc, lb), _free_dims(ny, rc, rb)
+    nb = len(lb)
+    ct_rf = range(nb + len(lf), nb + len(lf) + len(rf))
+    ct_lf = range(nb, nb + len(lf))
+    ct_x = _transpose_operand(ct, y, nx, (lc, rc), (lb, rb), ct_rf, rf)
+    ct_y = _transpose_operand(ct, x, ny, (rc, lc), (rb, lb), ct_lf, lf)
+    return ct_x, ct_y
+
+
+@dot_general_p.def_jvp
+def _dot_general_jvp(ts, x, y, *, out, contract, batch):
+    dims = (contract, batch)
+    terms = []
+    if ts[0] is not None:
+        terms.append(dot_general(ts[0], y, dims))
+    if ts[1] is not None:
+        terms.append(dot_general(x, ts[1], dims))
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """General contraction, as ``jax.lax.dot_general``.
+
+    Args:
+        lhs, rhs: arrays of the same dtype.
+        dimension_numbers: ``((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))``.
+        precision: ignored (kept for JAX compatibility).
+        preferred_element_type: optional output dtype.
+
+    Returns:
+        An array with the batch dims, then lhs's free dims, then rhs's free dims.
+
+    Example:
+        >>> import fgrad.numpy as fnp
+        >>> from fgrad import lax
+        >>> a, b = fnp.ones((2, 3)), fnp.ones((3, 4))
+        >>> lax.dot_general(a, b, (((1,), (0,)), ((), ()))).shape
+        (2, 4)
+    """
+    del precision
+    lhs, rhs = promote_scalars(lhs, rhs)
+    (lc, rc), (lb, rb) = dimension_numbers
+    nl, nr = len(lhs.shape), len(rhs.shape)
+    contract = (tuple(int(a) % nl for a in lc), tuple(int(b) % nr for b in rc))
+    batch = (tuple(int(a) % nl for a in lb), tuple(int(b) % nr for b in rb))
+    out = dot_general_p.bind(lhs, rhs, contract=contract, batch=batch)
+    if preferred_element_type is not None and np.dtype(preferred_element_type) != out.dtype:
+        from fgrad.lax.elementwise import convert_element_type
+
+        out = convert_element_type(out, preferred_element_type)
+    return out
+
+
+def dot(lhs, rhs, precision=None, preferred_element_type=None):
+    """Vector/matrix product contracting lhs's last axis with rhs's first (``lax.dot``)."""
+    lhs, rhs = promote_scalars(lhs, rhs)
+    dims = (((len(lhs.shape) - 1,), (0,)), ((), ()))
+    return dot_general(lhs, rhs, dims, precision, preferred_element_type)

@@ -1,0 +1,157 @@
+"""Gather and scatter along the leading axis: the primitives behind indexing and ``.at[]``.
+
+``fgrad.numpy`` lowers every integer/boolean/slice index expression to a flat
+position array over the leading axis (see ``fgrad.numpy._index_positions``), so two
+small primitives carry all of NumPy-style advanced indexing:
+
+* ``gather(operand, indices)``: ``operand[indices]`` along axis 0 (indices clamped,
+  as JAX's default out-of-bounds mode for gathers);
+* ``scatter(operand, indices, updates, mode)``: ``operand.at[indices].<mode>(updates)``
+  with mode ``add``, ``set``, ``mul``, ``min`` or ``max``; out-of-bounds updates are
+  dropped, as in JAX.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fgrad.core import Primitive, ShapedArray, is_float_dtype
+from fgrad.lax.elementwise import convert_element_type, eq
+from fgrad.lax.utils import asarray_operand, check_same_dtypes
+
+
+def _check_indices(idx: ShapedArray) -> None:
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"indices must be integers, got {idx.dtype.name}")
+
+
+# ---------------------------------------------------------------- gather
+
+gather_p = Primitive("gather")
+
+
+@gather_p.def_shape
+def _gather_shape(x: ShapedArray, idx: ShapedArray) -> ShapedArray:
+    _check_indices(idx)
+    if x.ndim == 0:
+        raise TypeError("cannot index a rank-0 array")
+    if x.shape[0] == 0 and idx.size > 0:
+        raise TypeError("cannot gather from an empty axis")
+    return ShapedArray(idx.shape + x.shape[1:], x.dtype)
+
+
+@gather_p.def_impl
+def _gather_impl(x, idx):
+    n = x.shape[0]
+    return np.take(x, np.clip(np.where(idx < 0, idx + n, idx), 0, max(n - 1, 0)), axis=0)
+
+
+gather_p.def_vjp(lambda ct, x, idx, *, out: (scatter_add(_zeros(x.shape, ct.dtype), idx, ct), None))
+gather_p.def_jvp(lambda ts, x, idx, *, out: None if ts[0] is None else gather(ts[0], idx))
+
+
+def gather(operand, indices):
+    """``operand[indices]`` along the leading axis; negative indices wrap, others clamp.
+
+    Example:
+        >>> import fgrad.numpy as fnp
+        >>> from fgrad import lax
+        >>> lax.indexing.gather(fnp.asarray([10., 20., 30.]), fnp.asarray([2, 0])).tolist()
+        [30.0, 10.0]
+    """
+    return gather_p.bind(asarray_operand(operand), asarray_operand(indices))
+
+
+def _zeros(shape, dtype):
+    from fgrad.lax.shapes import broadcast_in_dim
+
+    return broadcast_in_dim(asarray_operand(0, dtype), tuple(shape), ())
+
+
+# ---------------------------------------------------------------- scatter
+
+scatter_p = Primitive("scatter")
+_SCATTER_MODES = ("add", "set", "mul", "min", "max")
+
+
+@scatter_p.def_shape
+def _scatter_shape(x: ShapedArray, idx: ShapedArray, u: ShapedArray, *, mode) -> ShapedArray:
+    _check_indices(idx)
+    if mode not in _SCATTER_MODES:
+        raise TypeError(f"unknown scatter mode {mode!r}; expected one of {_SCATTER_MODES}")
+    check_same_dtypes("", x, u)
+    if x.ndim == 0:
+        raise TypeError("cannot index a rank-0 array")
+    want = idx.shape + x.shape[1:]
+    if u.shape != want:
+        raise TypeError(f"updates of shape {u.shape} do not fit indices {idx.shape}: need {want}")
+    return x
+
+
+_UFUNCS = {"add": np.add, "mul": np.multiply, "min": np.minimum, "max": np.maximum}
+
+
+@scatter_p.def_impl
+def _scatter_impl(x, idx, u, *, mode):
+    n = x.shape[0]
+    idx = np.where(idx < 0, idx + n, idx).reshape(-1)
+    u = u.reshape((idx.size,) + x.shape[1:])
+    keep = (idx >= 0) & (idx < n)  # out-of-bounds updates are dropped (JAX's mode)
+    idx, u = idx[keep], u[keep]
+    out = np.array(x, copy=True)
+    if mode == "set":
+        out[idx] = u
+    else:
+        _UFUNCS[mode].at(out, idx, u)
+    return out
+
+
+@scatter_p.def_vjp
+def _scatter_vjp(ct, x, idx, u, *, out, mode):
+    if mode == "add":
+        return ct, None, gather(ct, idx)
+    if mode == "set":
+        ct_x = scatter(ct, idx, _zeros(u.shape, ct.dtype), "set")
+        return ct_x, None, gather(ct, idx)
+    if mode == "mul":
+        # Exact for unique indices: out[i] = x[i] * u, so d/du = x[i], d/dx = u.
+        ct_x = scatter(ct, idx, u, "mul")
+        return ct_x, None, gather(ct, idx) * gather(x, idx)
+    # min / max: the gradient goes to whichever side produced the output.
+    x_won = convert_element_type(eq(x, out), ct.dtype)
+    u_won = convert_element_type(eq(u, gather(out, idx)), ct.dtype)
+    return ct * x_won, None, gather(ct, idx) * u_won
+
+
+@scatter_p.def_jvp
+def _scatter_jvp(ts, x, idx, u, *, out, mode):
+    tx, tu = ts[0], ts[2]
+    if tx is None and tu is None:
+        return None
+    tx = _zeros(x.shape, out.dtype) if tx is None else tx
+    tu = _zeros(u.shape, out.dtype) if tu is None else tu
+    if mode in ("add", "set"):
+        return scatter(tx, idx, tu, mode)
+    if mode == "mul":
+        # d(x_i * u) = tx_i * u + x_i * tu, written as scatter of the full differential.
+        return scatter(tx, idx, u, "mul") + scatter(_zeros(x.shape, out.dtype), idx,
+                                                     gather(x, idx) * tu, "add")
+    x_won = convert_element_type(eq(x, out), out.dtype)
+    u_won = convert_element_type(eq(u, gather(out, idx)), out.dtype)
+    base = tx * x_won
+    return scatter(base, idx, tu * u_won, "add") if is_float_dtype(out.dtype) else base
+
+
+def scatter(operand, indices, updates, mode: str = "set"):
+    """``operand.at[indices].<mode>(updates)`` along the leading axis."""
+    operand = asarray_operand(operand)
+    updates = asarray_operand(updates, operand.dtype)
+    if updates.dtype != operand.dtype:
+        updates = convert_element_type(updates, operand.dtype)
+    return scatter_p.bind(operand, asarray_operand(indices), updates, mode=mode)
+
+
+def scatter_add(operand, indices, updates):
+    """Add ``updates`` into ``operand`` at ``indices`` (duplicates accumulate)."""
+    return scatter(operand, indices, updates, "add")
+
