@@ -8,6 +8,7 @@ from fgrad import lax, tree
 from fgrad import numpy as numpy  # noqa: PLC0414 - the jnp-like namespace
 from fgrad.ad import grad, hessian, jacfwd, jacrev, jvp, linearize, value_and_grad, vjp
 from fgrad.config import config
+from fgrad.jit import RetraceWarning, jit
 from fgrad.core import (
     Array,
     ClosedJaxpr,
@@ -32,6 +33,8 @@ __all__ = [
     "grad",
     "hessian",
     "jacfwd",
+    "jit",
+    "RetraceWarning",
     "jacrev",
     "jvp",
     "lax",

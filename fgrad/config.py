@@ -22,6 +22,9 @@ _DEFAULTS: dict[str, Any] = {
     "default_backend": os.environ.get("FGRAD_DEFAULT_BACKEND", "cpu"),
     # Number of compiled programs each jitted function keeps (least recently used go).
     "jit_cache_size": 64,
+    # From this many traces of one jitted function on, each retrace warns and names
+    # the argument whose signature changed.
+    "retrace_warning_threshold": 5,
     # Directory for generated, disk-cached kernels.
     "cache_dir": os.environ.get(
         "FGRAD_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "fgrad")

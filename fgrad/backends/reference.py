@@ -25,3 +25,25 @@ def run(prim: Primitive, vals: Sequence[np.ndarray], params: dict[str, Any]) -> 
 def has_kernel(prim: Primitive) -> bool:
     """True when the reference backend can run ``prim``."""
     return prim.impl is not None
+
+
+def compile(closed):  # noqa: A001 - the backend hook's name
+    """A "compiled" program that interprets the jaxpr with the NumPy kernels."""
+    from fgrad.core import Literal
+
+    jaxpr, consts = closed.jaxpr, [np.asarray(c) for c in closed.consts]
+
+    def program(*args):
+        env = dict(zip(jaxpr.constvars, consts))
+        env.update(zip(jaxpr.invars, args))
+
+        def read(v):
+            return np.asarray(v.val) if isinstance(v, Literal) else env[v]
+
+        for eqn in jaxpr.eqns:
+            outs = run(eqn.primitive, [read(v) for v in eqn.invars], eqn.params)
+            for v, o in zip(eqn.outvars, outs):
+                env[v] = np.asarray(o, v.aval.dtype)
+        return [np.array(read(v)) for v in jaxpr.outvars]
+
+    return program

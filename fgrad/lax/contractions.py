@@ -33,7 +33,9 @@ def _dot_general_shape(x: ShapedArray, y: ShapedArray, *, contract, batch) -> Sh
             )
     for a, b in zip(lb, rb):
         if x.shape[a] != y.shape[b]:
-            raise TypeError(f"batch dimensions differ: lhs {x.shape} axis {a} vs rhs {y.shape} axis {b}")
+            raise TypeError(
+                f"batch dimensions differ: lhs {x.shape} axis {a} vs rhs {y.shape} axis {b}"
+            )
     shape = (
         [x.shape[a] for a in lb]
         + [x.shape[a] for a in _free_dims(x.ndim, lc, lb)]

@@ -246,16 +246,12 @@ sub_p = Primitive("sub")
 sub_p.def_shape(_binary_shape)
 sub_p.def_impl(np.subtract)
 sub_p.def_vjp(lambda ct, x, y, *, out: (unbroadcast(ct, x.aval), unbroadcast(-ct, y.aval)))
-sub_p.def_jvp(
-    lambda ts, x, y, *, out: _sum_tangents(ts[0], None if ts[1] is None else -ts[1], out)
-)
+sub_p.def_jvp(lambda ts, x, y, *, out: _sum_tangents(ts[0], None if ts[1] is None else -ts[1], out))
 
 mul_p = Primitive("mul")
 mul_p.def_shape(_binary_shape)
 mul_p.def_impl(np.multiply)
-mul_p.def_vjp(
-    lambda ct, x, y, *, out: (unbroadcast(ct * y, x.aval), unbroadcast(ct * x, y.aval))
-)
+mul_p.def_vjp(lambda ct, x, y, *, out: (unbroadcast(ct * y, x.aval), unbroadcast(ct * x, y.aval)))
 mul_p.def_jvp(
     lambda ts, x, y, *, out: _sum_tangents(
         None if ts[0] is None else ts[0] * y, None if ts[1] is None else x * ts[1], out

@@ -134,8 +134,9 @@ def _scatter_jvp(ts, x, idx, u, *, out, mode):
         return scatter(tx, idx, tu, mode)
     if mode == "mul":
         # d(x_i * u) = tx_i * u + x_i * tu, written as scatter of the full differential.
-        return scatter(tx, idx, u, "mul") + scatter(_zeros(x.shape, out.dtype), idx,
-                                                     gather(x, idx) * tu, "add")
+        return scatter(tx, idx, u, "mul") + scatter(
+            _zeros(x.shape, out.dtype), idx, gather(x, idx) * tu, "add"
+        )
     x_won = convert_element_type(eq(x, out), out.dtype)
     u_won = convert_element_type(eq(u, gather(out, idx)), out.dtype)
     base = tx * x_won
@@ -154,4 +155,3 @@ def scatter(operand, indices, updates, mode: str = "set"):
 def scatter_add(operand, indices, updates):
     """Add ``updates`` into ``operand`` at ``indices`` (duplicates accumulate)."""
     return scatter(operand, indices, updates, "add")
-

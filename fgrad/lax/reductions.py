@@ -59,9 +59,7 @@ def _reduce_chooser(name: str, impl) -> Primitive:
     p.def_shape(_reduce_shape)
     p.def_impl(lambda x, *, axes: impl(x, axis=axes))
     p.def_vjp(
-        lambda ct, x, *, out, axes: (
-            _expand_back(ct, x.shape, axes) * _chooser_rule(x, out, axes),
-        )
+        lambda ct, x, *, out, axes: (_expand_back(ct, x.shape, axes) * _chooser_rule(x, out, axes),)
     )
     p.def_jvp(lambda ts, x, *, out, axes: reduce_sum(ts[0] * _chooser_rule(x, out, axes), axes))
     return p
@@ -179,9 +177,7 @@ def _cumsum_impl(x, *, axis, reverse):
     return np.cumsum(x, axis=axis, dtype=x.dtype)
 
 
-cumsum_p.def_vjp(
-    lambda ct, x, *, out, axis, reverse: (cumsum(ct, axis, reverse=not reverse),)
-)
+cumsum_p.def_vjp(lambda ct, x, *, out, axis, reverse: (cumsum(ct, axis, reverse=not reverse),))
 cumsum_p.def_jvp(lambda ts, x, *, out, axis, reverse: cumsum(ts[0], axis, reverse=reverse))
 
 

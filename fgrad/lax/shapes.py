@@ -59,9 +59,7 @@ def _broadcast_in_dim_vjp(ct, x, *, out, shape, broadcast_dimensions):
     from fgrad.lax.reductions import reduce_sum
 
     new_axes = [d for d in range(len(shape)) if d not in broadcast_dimensions]
-    stretched = [
-        d for i, d in enumerate(broadcast_dimensions) if x.shape[i] == 1 and shape[d] != 1
-    ]
+    stretched = [d for i, d in enumerate(broadcast_dimensions) if x.shape[i] == 1 and shape[d] != 1]
     summed = reduce_sum(ct, tuple(sorted(new_axes + stretched))) if new_axes or stretched else ct
     return (reshape(summed, tuple(x.shape)),)
 
@@ -221,8 +219,7 @@ def _concatenate_shape(*xs: ShapedArray, dimension) -> ShapedArray:
             a != b for i, (a, b) in enumerate(zip(x.shape, xs[0].shape)) if i != dimension
         ):
             raise TypeError(
-                f"shapes {[x.shape for x in xs]} differ outside the concatenation axis "
-                f"{dimension}"
+                f"shapes {[x.shape for x in xs]} differ outside the concatenation axis {dimension}"
             )
     shape = list(xs[0].shape)
     shape[dimension] = sum(x.shape[dimension] for x in xs)
@@ -446,8 +443,7 @@ def _dus_shape(x: ShapedArray, update: ShapedArray, *idx: ShapedArray) -> Shaped
     check_same_dtypes("", x, update)
     if update.ndim != x.ndim or len(idx) != x.ndim:
         raise TypeError(
-            f"update {update.shape} and {len(idx)} start indices must match operand rank "
-            f"{x.ndim}"
+            f"update {update.shape} and {len(idx)} start indices must match operand rank {x.ndim}"
         )
     if any(u > n for u, n in zip(update.shape, x.shape)):
         raise TypeError(f"update {update.shape} is larger than operand {x.shape}")

@@ -26,3 +26,10 @@ def run(prim: Primitive, vals: Sequence[np.ndarray], params: dict[str, Any]) -> 
         return reference.run(prim, vals, params)
     out = kernel(*vals, **params)
     return list(out) if prim.multiple_results else [out]
+
+
+def compile(closed):  # noqa: A001 - the backend hook's name
+    """Compile a closed jaxpr into a fused CPU program (see ``compiler``)."""
+    from fgrad.backends.cpu.compiler import compile as compile_program
+
+    return compile_program(closed)

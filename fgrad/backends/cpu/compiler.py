@@ -1,0 +1,359 @@
+"""The CPU compiler: a jaxpr becomes one generated Python program over fused Numba loops.
+
+1. Dead equations are dropped.
+2. ``partition`` groups maximal chains of elementwise equations (and the
+   ``broadcast_in_dim`` feeding them) that share an output shape into fusion groups;
+   every other equation (contractions, reductions, gathers, ...) stays on its own.
+3. Each group becomes one Numba loop nest (``group_kernel_source``): intermediates
+   live in registers, only values needed outside the group are written out. The
+   source depends on dtypes and ranks (and which broadcast axes have size 1), never
+   on sizes, so a new batch size reuses the compiled kernel.
+4. A Python driver (``Program``) calls the kernels and, for the other equations,
+   BLAS through NumPy (``np.matmul`` on transposed views) or the primitive's NumPy
+   implementation directly. No eager dispatch happens while it runs.
+
+The driver is regenerated per input signature (it is plain Python, built in
+milliseconds); a second code generator (CUDA) can reuse ``partition`` unchanged.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Sequence
+
+import numpy as np
+
+from fgrad.backends.cpu.emit import EMITTERS, np_type
+from fgrad.backends.cpu.kernel_cache import load_kernel
+from fgrad.core import ClosedJaxpr, Eqn, Jaxpr, Literal, Var
+
+# ---------------------------------------------------------------- dead code and partition
+
+
+def dce(jaxpr: Jaxpr) -> list[Eqn]:
+    """Equations whose results reach an output (all primitives are pure)."""
+    live = {v for v in jaxpr.outvars if isinstance(v, Var)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in live for v in eqn.outvars):
+            kept.append(eqn)
+            live.update(v for v in eqn.invars if isinstance(v, Var))
+    kept.reverse()
+    return kept
+
+
+class FusionGroup:
+    """Elementwise equations sharing one output shape, run as one loop nest."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+        self.eqns: list[Eqn] = []
+        self.closed = False
+        self.inputs: list[Var | Literal] = []
+        self.outputs: list[Var] = []
+
+    def __repr__(self) -> str:
+        names = " ".join(e.primitive.name for e in self.eqns)
+        return f"FusionGroup({self.shape}: {names})"
+
+
+def _fusible(eqn: Eqn) -> bool:
+    name = eqn.primitive.name
+    if name == "broadcast_in_dim":
+        return True
+    emitter = EMITTERS.get(name)
+    if emitter is None or len(eqn.outvars) != 1:
+        return False
+    return emitter(eqn, ["x"] * len(eqn.invars), lambda v, d: "c") is not None
+
+
+def partition(eqns: Sequence[Eqn], outvars: Sequence[Any]) -> list[Eqn | FusionGroup]:
+    """Split equations into fusion groups and single equations, in a valid order.
+
+    A group runs when it closes: before the first equation outside it that reads one
+    of its values. Equations may join an open group after unrelated equations ran,
+    which is what lets a whole elementwise chain fuse across interleaved matmuls.
+    """
+    steps: list[Eqn | FusionGroup] = []
+    open_groups: dict[tuple[int, ...], FusionGroup] = {}
+    producer: dict[Var, FusionGroup] = {}
+
+    def close(g: FusionGroup) -> None:
+        if not g.closed:
+            g.closed = True
+            steps.append(g)
+            if open_groups.get(g.shape) is g:
+                del open_groups[g.shape]
+
+    for eqn in eqns:
+        target = None
+        if _fusible(eqn):
+            shape = eqn.outvars[0].aval.shape
+            target = open_groups.get(shape)
+        for v in eqn.invars:
+            g = producer.get(v) if isinstance(v, Var) else None
+            if g is not None and g is not target:
+                close(g)
+        if _fusible(eqn):
+            if target is None or target.closed:
+                target = FusionGroup(eqn.outvars[0].aval.shape)
+                open_groups[target.shape] = target
+            target.eqns.append(eqn)
+            for v in eqn.outvars:
+                producer[v] = target
+        else:
+            steps.append(eqn)
+    for g in list(open_groups.values()):
+        close(g)
+    # Inputs (read from outside) and outputs (read outside or returned) of each group.
+    used_outside: dict[Var, bool] = {v: True for v in outvars if isinstance(v, Var)}
+    for step in steps:
+        if isinstance(step, Eqn):
+            for v in step.invars:
+                if isinstance(v, Var):
+                    used_outside[v] = True
+    for step in steps:
+        if isinstance(step, FusionGroup):
+            inside = {v for e in step.eqns for v in e.outvars}
+            for other in steps:
+                if other is step or not isinstance(other, FusionGroup):
+                    continue
+                for e in other.eqns:
+                    for v in e.invars:
+                        if isinstance(v, Var) and v in inside:
+                            used_outside[v] = True
+            seen = set()
+            for e in step.eqns:
+                for v in e.invars:
+                    if isinstance(v, Var) and v not in inside and v not in seen:
+                        seen.add(v)
+                        step.inputs.append(v)
+            step.outputs = [v for e in step.eqns for v in e.outvars if used_outside.get(v)]
+    return steps
+
+
+# ---------------------------------------------------------------- kernel generation
+
+
+def group_kernel_source(group: FusionGroup) -> tuple[str, str]:
+    """Numba source of one fused loop nest: ``kernel(*inputs, *outputs)``."""
+    rank = len(group.shape)
+    idx = ", ".join(f"i{d}" for d in range(rank)) if rank else "()"
+    consts: dict[tuple, str] = {}
+    lines_top: list[str] = []
+    loads: list[str] = []
+    body: list[str] = []
+    names: dict[Any, str] = {}
+    in_names = {v: f"a{k}" for k, v in enumerate(group.inputs)}
+    loaded: dict[Any, str] = {}
+
+    def const(value, dtype) -> str:
+        key = (repr(np.asarray(value, dtype).item()), np.dtype(dtype).name)
+        if key not in consts:
+            name = f"c{len(consts)}"
+            v = np.asarray(value, dtype).item()
+            if isinstance(v, float) and not np.isfinite(v):
+                lit = "np.inf" if v > 0 else ("-np.inf" if v < 0 else "np.nan")
+            else:
+                lit = repr(v)
+            consts[key] = name
+            lines_top.append(f"    {name} = {np_type(dtype)}({lit})")
+        return consts[key]
+
+    def load(v, pattern=None) -> str:
+        if isinstance(v, Literal):
+            return const(np.asarray(v.val), v.aval.dtype)
+        if v in names:
+            return names[v]
+        key = (v, pattern)
+        if key in loaded:
+            return loaded[key]
+        arr = in_names[v]
+        name = f"x{len(loaded)}"
+        if v.aval.shape == ():
+            lines_top.append(f"    {name} = {arr}[()]")
+        elif pattern is None:
+            loads.append(f"{name} = {arr}[{idx}]")
+        else:
+            loads.append(f"{name} = {arr}[{pattern}]")
+        loaded[key] = name
+        return name
+
+    for k, eqn in enumerate(group.eqns):
+        out = eqn.outvars[0]
+        if eqn.primitive.name == "broadcast_in_dim":
+            operand = eqn.invars[0]
+            bd = eqn.params["broadcast_dimensions"]
+            if isinstance(operand, Literal) or operand.aval.shape == ():
+                names[out] = load(operand)
+                continue
+            pattern = ", ".join(
+                f"i{d}" if operand.aval.shape[j] == group.shape[d] else "0"
+                for j, d in enumerate(bd)
+            )
+            names[out] = load(operand, pattern)
+            continue
+        args = [load(v) for v in eqn.invars]
+        expr = EMITTERS[eqn.primitive.name](eqn, args, const)
+        name = f"t{k}"
+        body.append(f"{name} = {expr}")
+        names[out] = name
+    stores = [f"o{j}[{idx}] = {names[v]}" for j, v in enumerate(group.outputs)]
+    params = [in_names[v] for v in group.inputs] + [f"o{j}" for j in range(len(group.outputs))]
+    src = ["@numba.njit(cache=True, error_model='numpy', nogil=True)"]
+    src.append(f"def kernel({', '.join(params)}):")
+    src.extend(lines_top)
+    inner = loads + body + stores
+    if rank == 0:
+        src.extend("    " + line for line in inner)
+    else:
+        dims = ", ".join(f"n{d}" for d in range(rank))
+        src.append(f"    {dims}{',' if rank == 1 else ''} = o0.shape")
+        for d in range(rank):
+            src.append("    " * (d + 1) + f"for i{d} in range(n{d}):")
+        src.extend("    " * (rank + 1) + line for line in inner)
+    return "\n".join(src) + "\n", "kernel"
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+_MATMUL_PATTERNS = {
+    # (lhs contract, rhs contract) for 2-D operands -> expression over views.
+    ((1,), (0,)): "np.matmul({x}, {y})",
+    ((0,), (0,)): "np.matmul({x}.T, {y})",
+    ((1,), (1,)): "np.matmul({x}, {y}.T)",
+    ((0,), (1,)): "np.matmul({x}.T, {y}.T)",
+}
+
+
+def _dot_expr(eqn: Eqn, x: str, y: str) -> str | None:
+    (lc, rc), (lb, rb) = eqn.params["contract"], eqn.params["batch"]
+    nx, ny = len(eqn.invars[0].aval.shape), len(eqn.invars[1].aval.shape)
+    if not lb and nx == 2 and ny == 2:
+        pattern = _MATMUL_PATTERNS.get((tuple(lc), tuple(rc)))
+        return pattern.format(x=x, y=y) if pattern else None
+    if lb == rb == tuple(range(nx - 2)) and nx == ny and nx >= 3:
+        b = nx - 2
+        if lc == (b + 1,) and rc == (b,):
+            return f"np.matmul({x}, {y})"
+    return None
+
+
+class Program:
+    """A compiled jaxpr: call it with NumPy arrays, get a list of NumPy arrays."""
+
+    def __init__(self, closed: ClosedJaxpr, fuse: bool = True):
+        jaxpr = closed.jaxpr
+        self.jaxpr = jaxpr
+        eqns = dce(jaxpr)
+        self.steps = (
+            partition(eqns, jaxpr.outvars) if fuse else list(eqns)
+        )
+        self.kernels: dict[str, Any] = {}
+        self.source = self._generate(closed)
+
+    @property
+    def groups(self) -> list[FusionGroup]:
+        return [s for s in self.steps if isinstance(s, FusionGroup)]
+
+    def _generate(self, closed: ClosedJaxpr) -> str:
+        jaxpr = closed.jaxpr
+        g: dict[str, Any] = {"np": np, "_c": _contiguous}
+        names: dict[Any, str] = {}
+        lines: list[str] = []
+        counter = [0]
+
+        def fresh(prefix="v") -> str:
+            counter[0] += 1
+            return f"{prefix}{counter[0]}"
+
+        def glob(value, prefix) -> str:
+            name = fresh(prefix)
+            g[name] = value
+            return name
+
+        def ref(v) -> str:
+            if isinstance(v, Literal):
+                return glob(np.asarray(v.val), "_lit")
+            return names[v]
+
+        args = [f"a{i}" for i in range(len(jaxpr.invars))]
+        for v, a in zip(jaxpr.invars, args):
+            names[v] = a
+        for v, c in zip(jaxpr.constvars, closed.consts):
+            names[v] = glob(np.asarray(c), "_const")
+        from_kernel: set[str] = set()
+        for step in self.steps:
+            if isinstance(step, FusionGroup):
+                if not step.outputs:
+                    continue
+                src, fname = group_kernel_source(step)
+                kname = glob(load_kernel(src, fname), "_k")
+                self.kernels[kname] = g[kname]
+                ins = []
+                for v in step.inputs:
+                    r = ref(v)
+                    ins.append(r if r in from_kernel else f"_c({r})")
+                outs = []
+                for v in step.outputs:
+                    o = fresh()
+                    shape, dt = v.aval.shape, v.aval.dtype
+                    lines.append(f"{o} = np.empty({shape!r}, np.{dt.name})")
+                    names[v] = o
+                    from_kernel.add(o)
+                    outs.append(o)
+                lines.append(f"{kname}({', '.join(ins + outs)})")
+            else:
+                eqn = step
+                ins = [ref(v) for v in eqn.invars]
+                expr = _dot_expr(eqn, *ins) if eqn.primitive.name == "dot_general" else None
+                if expr is None:
+                    fn = glob(_bind_impl(eqn), "_f")
+                    expr = f"{fn}({', '.join(ins)})"
+                outs = [fresh() for _ in eqn.outvars]
+                if eqn.primitive.multiple_results:
+                    lines.append(f"{', '.join(outs)}{',' if len(outs) == 1 else ''} = {expr}")
+                else:
+                    lines.append(f"{outs[0]} = {expr}")
+                for v, o in zip(eqn.outvars, outs):
+                    names[v] = o
+        rets = []
+        for v in jaxpr.outvars:
+            r = ref(v)
+            # Never hand a caller's own input buffer back as an output.
+            rets.append(f"np.array({r})" if r in args else r)
+        body = "\n".join("    " + line for line in lines) or "    pass"
+        source = f"def program({', '.join(args)}):\n{body}\n    return [{', '.join(rets)}]\n"
+        exec(builtins.compile(source, "<fgrad.jit program>", "exec"), g)  # noqa: S102
+        self._fn = g["program"]
+        self._globals = g
+        return source
+
+    def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
+        return self._fn(*args)
+
+
+def _bind_impl(eqn: Eqn):
+    """The primitive's NumPy kernel with its params bound, checking the output dtype."""
+    impl, params = eqn.primitive.impl, dict(eqn.params)
+    avals = [v.aval for v in eqn.outvars]
+    if eqn.primitive.multiple_results:
+        def run(*xs):
+            return [np.asarray(o, a.dtype) for o, a in zip(impl(*xs, **params), avals)]
+    else:
+        dtype = avals[0].dtype
+
+        def run(*xs):
+            return np.asarray(impl(*xs, **params), dtype)
+
+    return run
+
+
+def compile(closed: ClosedJaxpr, fuse: bool = True) -> Program:  # noqa: A001
+    """Compile a closed jaxpr into a CPU ``Program``."""
+    return Program(closed, fuse=fuse)

@@ -1,0 +1,275 @@
+"""``jit``: trace once per input signature, compile the whole jaxpr, cache the program.
+
+The signature is (pytree structure, each leaf's shape and dtype, static arguments,
+backend). A new signature retraces; the backend's compiler turns the jaxpr into a
+program. On the CPU the generated Numba kernels depend only on dtypes and ranks, so a
+new batch size retraces and regenerates a cheap Python driver but compiles nothing.
+
+Called with tracers (inside ``grad``, ``jvp`` or another ``jit``), a jitted function
+is inlined into the enclosing trace: the outer transformation sees its primitives.
+Put ``jit`` outermost (``jit(grad(f))``) to compile the backward pass too.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+import warnings
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fgrad import tree as tree_util
+from fgrad.config import config
+from fgrad.core import (
+    Array,
+    ClosedJaxpr,
+    Tracer,
+    get_aval,
+    get_backend,
+    python_scalar_dtype,
+    trace_to_jaxpr,
+    user_frame,
+)
+
+logger = logging.getLogger("fgrad.jit")
+
+
+class RetraceWarning(UserWarning):
+    """A jitted function keeps being retraced because an argument's signature changes."""
+
+
+def _leaf_value(x: Any) -> Any:
+    """Concrete leaves as NumPy arrays; Python scalars stay dynamic (not recompiled)."""
+    if isinstance(x, Array):
+        return x._v
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, bool | int | float) and not isinstance(x, np.generic):
+        return np.asarray(x, dtype=python_scalar_dtype(x))
+    if isinstance(x, np.generic):
+        return np.asarray(x)
+    if hasattr(x, "__array__"):
+        return np.asarray(x)
+    raise TypeError(
+        f"jit: argument leaf of type {type(x).__name__} is not an array; pass it with "
+        f"static_argnums/static_argnames if it is a configuration value"
+    )
+
+
+class _Signature:
+    __slots__ = ("key", "paths", "avals")
+
+    def __init__(self, key, paths, avals):
+        self.key = key
+        self.paths = paths
+        self.avals = avals
+
+
+class JittedFunction:
+    """A function compiled by ``fgrad.jit``; call it like the original."""
+
+    def __init__(self, fun, static_argnums, static_argnames, backend, donate_argnums):
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.backend = backend
+        self.static_argnums = _normalize_static(fun, static_argnums, static_argnames)
+        self.static_argnames = tuple(static_argnames)
+        del donate_argnums  # accepted for JAX compatibility; buffers are not donated
+        self._cache: OrderedDict = OrderedDict()
+        self.trace_count = 0
+        self.compile_time = 0.0
+        self._last_sig: _Signature | None = None
+
+    # ------------------------------------------------------------ call path
+    def __call__(self, *args, **kwargs):
+        static_pos = self.static_argnums
+        static_kw = {k: kwargs[k] for k in self.static_argnames if k in kwargs}
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_kw}
+        dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
+        leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        if any(isinstance(x, Tracer) for x in leaves):
+            # Inside another transformation: inline, so it sees the primitives.
+            return self.fun(*args, **kwargs)
+        vals = [_leaf_value(x) for x in leaves]
+        static_vals = tuple((i, args[i]) for i in static_pos if i < len(args))
+        key = (
+            in_tree,
+            tuple((v.shape, v.dtype) for v in vals),
+            _hashable_static(static_vals, static_kw, self.fun),
+            self.backend or config.default_backend,
+        )
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._compile(key, args, kwargs, in_tree, vals, static_kw)
+        else:
+            self._cache.move_to_end(key)
+        program, out_tree = entry
+        outs = program(*vals)
+        return tree_util.tree_unflatten(out_tree, [Array(o) for o in outs])
+
+    # ------------------------------------------------------------ tracing and compiling
+    def _compile(self, key, args, kwargs, in_tree, vals, static_kw):
+        t0 = time.perf_counter()
+        static_pos = self.static_argnums
+        avals = [get_aval(v) for v in vals]
+        out_store = {}
+
+        def flat_fun(*tracers):
+            dyn_args, dyn_kwargs = tree_util.tree_unflatten(in_tree, list(tracers))
+            it = iter(dyn_args)
+            full = [args[i] if i in static_pos else next(it) for i in range(len(args))]
+            out = self.fun(*full, **dyn_kwargs, **static_kw)
+            flat_out, out_tree = tree_util.tree_flatten(out)
+            out_store["tree"] = out_tree
+            return [_as_operand(o) for o in flat_out]
+
+        jaxpr, consts, _, _ = trace_to_jaxpr(flat_fun, avals, name="jit")
+        closed = ClosedJaxpr(jaxpr, consts)
+        backend = get_backend(self.backend)
+        program = backend.compile(closed)
+        self.trace_count += 1
+        elapsed = time.perf_counter() - t0
+        self.compile_time += elapsed
+        sig = self._signature(key, in_tree, avals, len(args))
+        self._note_retrace(sig, elapsed)
+        self._last_sig = sig
+        self._cache[key] = (program, out_store["tree"])
+        while len(self._cache) > config.jit_cache_size:
+            self._cache.popitem(last=False)
+        return self._cache[key]
+
+    def _signature(self, key, in_tree, avals, n_args) -> _Signature:
+        dummy = tree_util.tree_unflatten(in_tree, list(range(len(avals))))
+        dyn_positions = [i for i in range(n_args) if i not in self.static_argnums]
+        paths = []
+        for path, _ in tree_util.tree_flatten_with_path(dummy)[0]:
+            rest = tree_util.keystr(path[2:])
+            if path[0].idx == 0:
+                paths.append(f"{dyn_positions[path[1].idx]}{rest}")
+            else:
+                paths.append(f"{path[1].key!r}{rest}")
+        return _Signature(key, paths, avals)
+
+    def _note_retrace(self, sig: _Signature, elapsed: float) -> None:
+        name = getattr(self.fun, "__qualname__", repr(self.fun))
+        shapes = ", ".join(a.str_short() for a in sig.avals)
+        if config.log_compiles:
+            logger.warning(
+                "fgrad.jit: traced and compiled %s for (%s) in %.3f s (trace #%d)",
+                name, shapes, elapsed, self.trace_count,
+            )
+        prev = self._last_sig
+        if prev is None or self.trace_count < config.retrace_warning_threshold:
+            return
+        changed = _describe_change(prev, sig)
+        warnings.warn(
+            f"fgrad.jit: {name} has been traced {self.trace_count} times; the last retrace "
+            f"was caused by {changed}. Each new signature (shapes, dtypes, pytree structure, "
+            f"static arguments) compiles again: keep shapes fixed (pad the last batch) or "
+            f"mark configuration arguments static.",
+            RetraceWarning,
+            stacklevel=4,
+        )
+
+    def cache_size(self) -> int:
+        """Number of compiled programs currently cached."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        """Drop every compiled program of this function."""
+        self._cache.clear()
+
+    def lower_jaxpr(self, *args, **kwargs) -> ClosedJaxpr:
+        """The jaxpr this function compiles for these arguments (for inspection)."""
+        from fgrad.core import make_jaxpr
+
+        return make_jaxpr(self.fun, static_argnums=self.static_argnums)(*args, **kwargs)
+
+    def program(self, *args, **kwargs):
+        """The compiled program used for these arguments (compiling it if needed)."""
+        self(*args, **kwargs)
+        return next(reversed(self._cache.values()))[0] if self._cache else None
+
+
+def _describe_change(prev: _Signature, new: _Signature) -> str:
+    if prev.key[0] != new.key[0]:
+        return f"a change of pytree structure ({prev.key[0]} -> {new.key[0]})"
+    for path, a, b in zip(new.paths, prev.avals, new.avals):
+        if a != b:
+            return f"argument {path or '(root)'} changing from {a.str_short()} to {b.str_short()}"
+    if prev.key[2] != new.key[2]:
+        return "a change of a static argument's value"
+    return "a new backend"
+
+
+def _as_operand(x):
+    if isinstance(x, Array | Tracer):
+        return x
+    from fgrad.lax.utils import asarray_operand
+
+    return asarray_operand(x)
+
+
+def _normalize_static(fun, static_argnums, static_argnames) -> tuple[int, ...]:
+    nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    if static_argnames:
+        try:
+            params = list(inspect.signature(fun).parameters)
+        except (TypeError, ValueError):
+            params = []
+        for name in static_argnames:
+            if name in params:
+                nums += (params.index(name),)
+    return tuple(sorted(set(nums)))
+
+
+def _hashable_static(static_pos, static_kw, fun):
+    try:
+        key = (static_pos, tuple(sorted(static_kw.items())))
+        hash(key)
+    except TypeError:
+        bad = [repr(v)[:40] for _, v in static_pos] + [f"{k}={v!r}"[:40] for k, v in static_kw.items()]
+        raise TypeError(
+            f"jit: static arguments must be hashable, but {getattr(fun, '__name__', fun)} got "
+            f"an unhashable one among {', '.join(bad)} (at {user_frame()}). Pass arrays as "
+            f"dynamic arguments, or convert lists to tuples."
+        ) from None
+    return key
+
+
+def jit(
+    fun: Callable | None = None,
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+    backend: str | None = None,
+    donate_argnums: Sequence[int] = (),
+):
+    """Compile ``fun`` for the chosen backend; retrace only for new input signatures.
+
+    Args:
+        fun: a pure function of pytrees of arrays.
+        static_argnums: positions of arguments that are Python values baked into the
+            program (hashable; a new value compiles again).
+        static_argnames: the same, by keyword name.
+        backend: "cpu" (default, Numba), "reference" (NumPy) or "cuda".
+        donate_argnums: accepted for JAX compatibility (ignored).
+
+    Returns:
+        A ``JittedFunction`` with ``fun``'s signature. Usable as a decorator, also as
+        ``@jit(static_argnums=...)``.
+
+    Example:
+        >>> import fgrad, fgrad.numpy as fnp
+        >>> f = fgrad.jit(lambda x, y: fnp.tanh(x) * y + 1.0)
+        >>> f(fnp.zeros(3), 2.0).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    if isinstance(static_argnames, str):
+        static_argnames = (static_argnames,)
+    if fun is None:
+        return lambda f: JittedFunction(f, static_argnums, static_argnames, backend, donate_argnums)
+    return JittedFunction(fun, static_argnums, static_argnames, backend, donate_argnums)
