@@ -674,8 +674,11 @@ amax, amin = max, min
 
 
 def prod(a, axis=None, keepdims=False):
-    """Product over ``axis``."""
+    """Product over ``axis``; bools/small ints widen as in NumPy."""
     a = _arr(a)
+    out_dtype = np.prod(np.ones(1, a.dtype)).dtype
+    if a.dtype != out_dtype:
+        a = lax.convert_element_type(a, out_dtype)
     axes = _axes(axis, a.ndim)
     return _keep(lax.reduce_prod(a, axes), a.shape, axes, keepdims)
 
@@ -718,9 +721,10 @@ def argmin(a, axis=None, keepdims=False):
 
 
 def cumsum(a, axis=None, dtype=None):
-    """Cumulative sum (over the flattened array when ``axis`` is None)."""
+    """Cumulative sum (over the flattened array when ``axis`` is None); ints widen as NumPy."""
     a = _arr(a)
-    if dtype is not None:
+    dtype = dtype or np.cumsum(np.zeros(1, a.dtype)).dtype
+    if a.dtype != dtype:
         a = a.astype(dtype)
     if axis is None:
         a, axis = ravel(a), 0

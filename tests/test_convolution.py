@@ -16,7 +16,11 @@ import jax.numpy as jnp  # noqa: E402
 import fgrad  # noqa: E402
 import fgrad.numpy as fnp  # noqa: E402
 from fgrad import lax  # noqa: E402
-from fgrad.lax.convolution import conv_general_dilated, padtype_to_pads  # noqa: E402
+from fgrad.lax.convolution import (  # noqa: E402
+    conv_dimension_numbers,
+    conv_general_dilated,
+    padtype_to_pads,
+)
 from fgrad.lax.windows import (  # noqa: E402
     reduce_window,
     reduce_window_max,
@@ -143,12 +147,13 @@ def test_conv_matches_jax(name):
     np.testing.assert_allclose(np.asarray(got_dw), np.asarray(want_dw), rtol=RTOL, atol=ATOL)
 
 
-def test_conv_is_exported_from_lax_like_jax():
-    x, w, kwargs = _conv_args("2d_nhwc_same_lower_rhs_dilation")
-    conv = getattr(lax, "conv_general_dilated", conv_general_dilated)
-    np.testing.assert_allclose(
-        np.asarray(conv(x, w, **kwargs)), np.asarray(conv_general_dilated(x, w, **kwargs))
-    )
+def test_conv_accepts_dimension_number_permutations():
+    # ConvDimensionNumbers (JAX's canonical form) gives the same result as the strings.
+    x, w, kwargs = _conv_args("2d_everything_mixed_layout")
+    dnums = conv_dimension_numbers(x.shape, w.shape, kwargs["dimension_numbers"])
+    assert dnums == jax.lax.conv_dimension_numbers(x.shape, w.shape, kwargs["dimension_numbers"])
+    got = conv_general_dilated(x, w, **{**kwargs, "dimension_numbers": dnums})
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(conv_general_dilated(x, w, **kwargs)))
 
 
 def test_conv_empty_output_and_zero_gradients():

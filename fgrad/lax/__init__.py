@@ -5,6 +5,24 @@ rule, reference impl, VJP and JVP side by side (see docs/adding-a-primitive.md).
 """
 
 from fgrad.lax.contractions import dot, dot_general, dot_general_p
+from fgrad.lax.control_flow import (
+    cond,
+    cond_p,
+    fori_loop,
+    map,
+    scan,
+    scan_p,
+    switch,
+    while_loop,
+    while_p,
+)
+from fgrad.lax.convolution import (
+    ConvDimensionNumbers,
+    conv_dimension_numbers,
+    conv_general_dilated,
+    conv_general_dilated_p,
+    padtype_to_pads,
+)
 from fgrad.lax.elementwise import (
     RoundingMethod,
     abs,
@@ -72,10 +90,11 @@ from fgrad.lax.shapes import (
     squeeze,
     transpose,
 )
+from fgrad.lax.windows import (
+    reduce_window,
+    reduce_window_max,
+    reduce_window_max_p,
+    reduce_window_sum,
+    reduce_window_sum_p,
+)
 
-# Bitwise names as jax.lax spells them.
-bitwise_and = bitwise_and
-and_ = bitwise_and
-or_ = bitwise_or
-xor = bitwise_xor
-not_ = bitwise_not

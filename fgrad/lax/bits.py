@@ -99,9 +99,9 @@ def shift_left(x, y):
     """Elementwise ``x << y`` on integers; shifts of the bit width or more give 0.
 
     Example:
-        >>> import numpy as np, fgrad.numpy as fnp
-        >>> from fgrad import lax
-        >>> lax.shift_left(fnp.asarray(np.uint32([1, 1])), np.uint32(31)).tolist()
+        >>> import numpy as np
+        >>> from fgrad.lax.bits import shift_left
+        >>> shift_left(np.uint32([1, 1]), np.uint32(31)).tolist()
         [2147483648, 2147483648]
     """
     return shift_left_p.bind(*promote_scalars(x, y))
@@ -111,9 +111,9 @@ def shift_right_logical(x, y):
     """Elementwise logical ``x >> y`` (zeros shifted in); shifts >= the width give 0.
 
     Example:
-        >>> import numpy as np, fgrad.numpy as fnp
-        >>> from fgrad import lax
-        >>> lax.shift_right_logical(fnp.asarray(np.int32(-1)), np.int32(28)).item()
+        >>> import numpy as np
+        >>> from fgrad.lax.bits import shift_right_logical
+        >>> shift_right_logical(np.int32(-1), np.int32(28)).item()
         15
     """
     return shift_right_logical_p.bind(*promote_scalars(x, y))
@@ -164,9 +164,9 @@ def bitcast_convert_type(operand, new_dtype):
     width ratio.
 
     Example:
-        >>> import numpy as np, fgrad.numpy as fnp
-        >>> from fgrad import lax
-        >>> hex(lax.bitcast_convert_type(fnp.asarray(1.0), np.uint32).item())
+        >>> import numpy as np
+        >>> from fgrad.lax.bits import bitcast_convert_type
+        >>> hex(bitcast_convert_type(np.float32(1.0), np.uint32).item())
         '0x3f800000'
     """
     operand = asarray_operand(operand)
@@ -203,8 +203,8 @@ def iota_2x32_shape(shape) -> tuple[Any, Any]:
     """Counters ``0 .. prod(shape)-1`` laid out over ``shape``, as (high, low) uint32.
 
     Example:
-        >>> from fgrad import lax
-        >>> hi, lo = lax.bits.iota_2x32_shape((2, 2))
+        >>> from fgrad.lax.bits import iota_2x32_shape
+        >>> hi, lo = iota_2x32_shape((2, 2))
         >>> hi.tolist(), lo.tolist()
         ([[0, 0], [0, 0]], [[0, 1], [2, 3]])
     """
@@ -226,7 +226,7 @@ _PARITY = np.uint32(0x1BD11BDA)
 def _threefry2x32_shape(
     k1: ShapedArray, k2: ShapedArray, x1: ShapedArray, x2: ShapedArray
 ) -> list[ShapedArray]:
-    for name, a in zip(("key1", "key2", "x1", "x2"), (k1, k2, x1, x2)):
+    for name, a in zip(("key1", "key2", "x1", "x2"), (k1, k2, x1, x2), strict=True):
         if a.dtype != _UINT32:
             raise TypeError(f"{name} must be uint32, got {a.dtype.name}")
     if x1.shape != x2.shape:
@@ -271,9 +271,9 @@ def threefry2x32(key1, key2, x1, x2):
 
     Example:
         >>> import numpy as np
-        >>> from fgrad import lax
+        >>> from fgrad.lax.bits import threefry2x32
         >>> u = np.uint32
-        >>> [hex(v.item()) for v in lax.bits.threefry2x32(u(0), u(0), u(0), u(0))]
+        >>> [hex(v.item()) for v in threefry2x32(u(0), u(0), u(0), u(0))]
         ['0x6b200159', '0x99ba4efe']
     """
     ops = [asarray_operand(v) for v in (key1, key2, x1, x2)]
@@ -340,7 +340,7 @@ def _erf_inv_impl(x: np.ndarray) -> np.ndarray:
         small = w < 5.0
         t = np.where(small, w - 2.5, np.sqrt(w) - 3.0)
         p = np.zeros_like(t)
-        for c_small, c_large in zip(_GILES_SMALL_W, _GILES_LARGE_W):
+        for c_small, c_large in zip(_GILES_SMALL_W, _GILES_LARGE_W, strict=True):
             p = p * t + np.where(small, c_small, c_large)
         y = p * a_in
         # Beyond the polynomials' range (1 - a < ~6e-8) start from the tail
@@ -371,8 +371,8 @@ def erf_inv(x):
 
     Example:
         >>> import fgrad.numpy as fnp
-        >>> from fgrad import lax
-        >>> round(lax.erf_inv(fnp.asarray(0.5)).item(), 6)
+        >>> from fgrad.lax.bits import erf_inv
+        >>> round(erf_inv(fnp.asarray(0.5)).item(), 6)
         0.476936
     """
     return erf_inv_p.bind(asarray_operand(x))

@@ -267,9 +267,7 @@ def _conv_rhs_cotangent(ct, lhs, rhs, window_strides, padding, lhs_dilation, rhs
         lo, hi = padding[d]
         padded = dilate_dim(spatial[d], lhs_dilation[d]) + lo + hi
         # Trim the high side so exactly len(window) positions fit.
-        used = (
-            dilate_dim(ct.shape[1 + d], window_strides[d]) + (rhs.shape[d] - 1) * (rhs_dilation[d])
-        )
+        used = dilate_dim(ct.shape[1 + d], window_strides[d]) + (rhs.shape[d] - 1) * rhs_dilation[d]
         pads.append((lo, hi - (padded - used)))
     dw = conv_general_dilated_p.bind(
         x,

@@ -312,6 +312,9 @@ class Program:
                 eqn = step
                 ins = [ref(v) for v in eqn.invars]
                 expr = _dot_expr(eqn, *ins) if eqn.primitive.name == "dot_general" else None
+                if expr is None and eqn.primitive.name in _CONTROL_FLOW:
+                    fn = glob(_control_flow_runner(eqn), "_loop")
+                    expr = f"{fn}({', '.join(ins)})"
                 if expr is None:
                     fn = glob(_bind_impl(eqn), "_f")
                     expr = f"{fn}({', '.join(ins)})"
@@ -352,6 +355,30 @@ def _bind_impl(eqn: Eqn):
             return np.asarray(impl(*xs, **params), dtype)
 
     return run
+
+
+_CONTROL_FLOW = ("scan", "cond", "while")
+
+
+def _control_flow_runner(eqn: Eqn):
+    """A real loop in the driver whose body is itself a compiled program."""
+    from fgrad.lax import control_flow
+
+    run = {
+        "scan": control_flow.run_scan,
+        "cond": control_flow.run_cond,
+        "while": control_flow.run_while,
+    }[eqn.primitive.name]
+    params = dict(eqn.params)
+    bodies: dict[int, Program] = {}
+
+    def compile_body(closed: ClosedJaxpr) -> Program:
+        key = id(closed.jaxpr)
+        if key not in bodies:
+            bodies[key] = Program(closed)
+        return bodies[key]
+
+    return lambda *args: run(args, params, compile_body)
 
 
 def compile(closed: ClosedJaxpr, fuse: bool = True) -> Program:  # noqa: A001
