@@ -8,6 +8,14 @@ from fgrad import lax, tree
 from fgrad import numpy as numpy  # noqa: PLC0414 - the jnp-like namespace
 from fgrad.ad import grad, hessian, jacfwd, jacrev, jvp, linearize, value_and_grad, vjp
 from fgrad.config import config
+from fgrad.custom_derivatives import (
+    checkpoint,
+    custom_jvp,
+    custom_vjp,
+    print_saved_residuals,
+    remat,
+    saved_residuals,
+)
 from fgrad.jit import RetraceWarning, jit
 from fgrad.core import (
     Array,
@@ -25,6 +33,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Array",
     "ClosedJaxpr",
+    "checkpoint",
+    "custom_jvp",
+    "custom_vjp",
+    "print_saved_residuals",
+    "remat",
+    "saved_residuals",
     "ConcretizationError",
     "FgradTypeError",
     "Jaxpr",

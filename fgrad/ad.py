@@ -115,7 +115,8 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
 
     jaxpr, consts, out_vals, builder = trace_to_jaxpr(flat_fun, in_avals, flat_in, name="vjp")
     out_tree = out_store["tree"]
-    main_values = builder.values
+    # Keep only what a backward rule can read: the values around differentiable eqns.
+    main_values = {v: builder.values[v] for v in residual_vars(jaxpr)}
     aux = out_store["aux"]
     if has_aux:
         aux = _lower_aux_from_builder(aux, builder)
@@ -155,6 +156,48 @@ def _lower_aux_from_builder(aux, builder):
         return x
 
     return tree_util.tree_map(lower, aux)
+
+
+def residual_vars(jaxpr) -> list[Var]:
+    """Vars whose values the backward pass may read (inputs/outputs of active eqns).
+
+    An equation is active when one of its float inputs depends on a float input of the
+    jaxpr; only active equations receive cotangents.
+    """
+    active = {v for v in jaxpr.invars if is_float_dtype(v.aval.dtype)}
+    needed: dict[Var, None] = {}
+    for eqn in jaxpr.eqns:
+        if not eqn.primitive.differentiable:
+            continue
+        if any(isinstance(v, Var) and v in active for v in eqn.invars):
+            active.update(v for v in eqn.outvars if is_float_dtype(v.aval.dtype))
+            for v in list(eqn.invars) + list(eqn.outvars):
+                if isinstance(v, Var):
+                    needed[v] = None
+    return list(needed)
+
+
+def needed_residuals(jaxpr) -> list[Var]:
+    """The residual vars the backward pass really reads.
+
+    Traces the backward pass abstractly with every candidate residual as an input, then
+    keeps those inputs that a live equation uses.
+    """
+    candidates = residual_vars(jaxpr)
+    n = len(candidates)
+
+    def backward(*args):
+        values = dict(zip(candidates, args[:n]))
+        cts = backward_pass(jaxpr, values, list(args[n:]))
+        return [c for c in cts if c is not None]
+
+    avals = [v.aval for v in candidates] + [v.aval for v in jaxpr.outvars]
+    bwd, _, _, _ = trace_to_jaxpr(backward, avals, name="backward")
+    live = {v for v in bwd.outvars if isinstance(v, Var)}
+    for eqn in reversed(bwd.eqns):
+        if any(v in live for v in eqn.outvars):
+            live.update(v for v in eqn.invars if isinstance(v, Var))
+    return [v for v, b in zip(candidates, bwd.invars[:n]) if b in live]
 
 
 def backward_pass(jaxpr, values: dict, out_cts: Sequence[Any]) -> list[Any]:

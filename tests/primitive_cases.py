@@ -24,7 +24,7 @@ import dataclasses
 import importlib
 import importlib.util
 import math
-import pkgutil
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -35,24 +35,23 @@ FLOATS = (F32, F64)
 NUMERIC = (F32, F64, I32)
 ALL = (F32, F64, I32, BOOL)
 
-# Modules that declare primitives outside ``fgrad.lax`` (every ``fgrad.lax`` submodule
-# is imported too). Imported when present, so that their primitives register.
-EXTRA_PRIMITIVE_MODULES = ("fgrad.random", "fgrad.ad", "fgrad.batching", "fgrad.jit")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool():
+    """``tools/gen_primitive_table.py`` as a module (it also knows which modules declare
+    primitives, so the docs table and this sweep see the same registry)."""
+    path = os.path.join(_ROOT, "tools", "gen_primitive_table.py")
+    spec = importlib.util.spec_from_file_location("gen_primitive_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_all_primitives() -> dict[str, str]:
-    """Import every module that declares primitives; return ``{module: error}`` failures."""
-    import fgrad.lax
-
-    names = [f"fgrad.lax.{m.name}" for m in pkgutil.iter_modules(fgrad.lax.__path__)]
-    errors = {}
-    for name in names + list(EXTRA_PRIMITIVE_MODULES):
-        try:
-            if importlib.util.find_spec(name) is not None:
-                importlib.import_module(name)
-        except Exception as e:  # a module being written must not hide the others
-            errors[name] = f"{type(e).__name__}: {e}"
-    return errors
+    """Import every module that declares primitives (``fgrad.lax.*``, ``fgrad.random``,
+    ...) so they register; return ``{module: error}`` for those that failed to import."""
+    return load_tool().load_primitives()
 
 
 class _Lazy:

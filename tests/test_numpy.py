@@ -318,12 +318,10 @@ def test_cumsum(data, dt):
     shape = data.draw(shapes(min_dims=1))
     x = data.draw(arrays(shape))
     xd = x.astype(dt)
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(fnp.cumsum(xd), np.cumsum(xd))
-    for axis in range(-len(shape), len(shape)):
-        check(fnp.cumsum(xd, axis=axis), np.cumsum(xd, axis=axis))
-        check_grad_vs_jax(
-            lambda v, a=axis: fnp.cumsum(v, axis=a), lambda v, a=axis: jnp.cumsum(v, axis=a), x
-        )
+    check(fnp.cumsum(xd, axis=axis), np.cumsum(xd, axis=axis))
+    check_grad_vs_jax(lambda v: fnp.cumsum(v, axis=axis), lambda v: jnp.cumsum(v, axis=axis), x)
     check(fnp.cumsum(np.array([1, 2, 3], np.int32)), np.cumsum(np.array([1, 2, 3], np.int32)))
 
 
@@ -332,12 +330,10 @@ def test_sort(data, dt):
     shape = data.draw(shapes(min_dims=1))
     x = data.draw(arrays(shape, unique=True))
     xd = x.astype(dt)
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(fnp.sort(xd), np.sort(xd))
-    for axis in range(-len(shape), len(shape)):
-        check(fnp.sort(xd, axis=axis), np.sort(xd, axis=axis))
-        check_grad_vs_jax(
-            lambda v, a=axis: fnp.sort(v, axis=a), lambda v, a=axis: jnp.sort(v, axis=a), x
-        )
+    check(fnp.sort(xd, axis=axis), np.sort(xd, axis=axis))
+    check_grad_vs_jax(lambda v: fnp.sort(v, axis=axis), lambda v: jnp.sort(v, axis=axis), x)
     check(fnp.sort(xd, axis=None), np.sort(xd, axis=None))
 
 
@@ -645,8 +641,9 @@ def test_at_updates_match_jax(name, mode):
 def test_at_add_accumulates_duplicates():
     x = fnp.zeros(5)
     idx = np.array([0, 2, 0, 0, 4])
-    out = x.at[idx].add(fnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0]))
-    expected = jnp.zeros(5, jnp.float32).at[idx].add(jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0]))
+    upd = np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32)
+    out = x.at[idx].add(fnp.asarray(upd))
+    expected = jnp.zeros(5, jnp.float32).at[idx].add(upd)
     check(out, np.asarray(expected))
     check(out, np.array([8.0, 0.0, 2.0, 0.0, 5.0], np.float32))
     # Rows of a matrix, duplicates included, with broadcasting of the update.

@@ -43,13 +43,21 @@ def load_primitives() -> dict[str, str]:
     return errors
 
 
-def _module_of(prim) -> str:
-    """The module declaring ``prim``: where its rules are defined."""
+def declaring_module(prim) -> str | None:
+    """The fgrad module declaring ``prim`` (where its rules are defined), or None for a
+    primitive declared outside the package (e.g. a toy one made by a test)."""
     for rule in (prim.shape_rule, prim.vjp_rule, prim.jvp_rule, prim.impl):
-        mod = getattr(rule, "__module__", None)
-        if mod and mod.startswith("fgrad."):
+        mod = getattr(rule, "__module__", None) or ""
+        if mod == "fgrad" or mod.startswith("fgrad."):
             return mod
-    return "?"
+    return None
+
+
+def fgrad_primitives() -> dict:
+    """The registry restricted to primitives the fgrad package declares."""
+    from fgrad import core
+
+    return {n: p for n, p in core.primitives.items() if declaring_module(p) is not None}
 
 
 def _kernel_names(module: str) -> set[str] | None:
@@ -64,8 +72,7 @@ def _kernel_names(module: str) -> set[str] | None:
 
 def render() -> str:
     """The Markdown text of the coverage table for the current registry."""
-    from fgrad import core
-
+    prims = fgrad_primitives()
     cpu = _kernel_names("fgrad.backends.cpu") or set()
     cuda = _kernel_names("fgrad.backends.cuda")
 
@@ -73,11 +80,11 @@ def render() -> str:
         return "yes" if rule is not None else "**missing**"
 
     rows = []
-    for name, p in core.primitives.items():
+    for name, p in prims.items():
         diff = p.differentiable
         rows.append(
             (
-                _module_of(p),
+                declaring_module(p),
                 name,
                 has(p.shape_rule),
                 has(p.impl),
@@ -106,7 +113,7 @@ def render() -> str:
         "counterpart; `tests/primitive_cases.py` holds each primitive's test inputs.",
         "",
         f"{len(rows)} primitives: "
-        f"{sum(p.differentiable for p in core.primitives.values())} differentiable, "
+        f"{sum(p.differentiable for p in prims.values())} differentiable, "
         f"{sum(r[7] == 'Numba' for r in rows)} with a Numba CPU kernel, "
         f"{sum(r[8] == 'numba.cuda' for r in rows)} with a CUDA kernel, "
         f"{sum(r[6] == 'yes' for r in rows)} with a batching rule.",

@@ -34,6 +34,10 @@ def compile(closed):  # noqa: A001 - the backend hook's name
     jaxpr, consts = closed.jaxpr, [np.asarray(c) for c in closed.consts]
 
     def program(*args):
+        with np.errstate(all="ignore"):  # inf and NaN are results, not warnings
+            return interpret(*args)
+
+    def interpret(*args):
         env = dict(zip(jaxpr.constvars, consts))
         env.update(zip(jaxpr.invars, args))
 

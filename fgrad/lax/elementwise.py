@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fgrad.core import Primitive, ShapedArray, is_float_dtype
+from fgrad.lax.batch_util import elementwise_rule
 from fgrad.lax.utils import (
     asarray_operand,
     check_same_dtypes,
@@ -67,6 +68,7 @@ def _smooth_unary(name: str, impl: Callable, deriv: Callable) -> Primitive:
     p.def_impl(impl)
     p.def_vjp(lambda ct, x, *, out: (ct * deriv(x, out),))
     p.def_jvp(lambda ts, x, *, out: ts[0] * deriv(x, out))
+    p.def_batch(elementwise_rule(p))
     return p
 
 
@@ -165,6 +167,7 @@ neg_p.def_shape(_unary_shape)
 neg_p.def_impl(np.negative)
 neg_p.def_vjp(lambda ct, x, *, out: (-ct,))
 neg_p.def_jvp(lambda ts, x, *, out: -ts[0])
+neg_p.def_batch(elementwise_rule(neg_p))
 
 
 def neg(x):
@@ -178,6 +181,7 @@ abs_p.def_impl(np.abs)
 # JAX's convention: d|x|/dx = sign(x), so 0 at x == 0.
 abs_p.def_vjp(lambda ct, x, *, out: (ct * sign(x),))
 abs_p.def_jvp(lambda ts, x, *, out: ts[0] * sign(x))
+abs_p.def_batch(elementwise_rule(abs_p))
 
 
 def abs(x):  # noqa: A001 - lax's name
@@ -192,6 +196,7 @@ def _zero_derivative(name: str, impl: Callable) -> Primitive:
     p.def_impl(impl)
     p.def_vjp(lambda ct, x, *, out, **params: (ct * 0.0,))
     p.def_jvp(lambda ts, x, *, out, **params: ts[0] * 0.0)
+    p.def_batch(elementwise_rule(p))
     return p
 
 
@@ -241,12 +246,14 @@ add_p.def_shape(_binary_shape)
 add_p.def_impl(np.add)
 add_p.def_vjp(lambda ct, x, y, *, out: (unbroadcast(ct, x.aval), unbroadcast(ct, y.aval)))
 add_p.def_jvp(lambda ts, x, y, *, out: _sum_tangents(ts[0], ts[1], out))
+add_p.def_batch(elementwise_rule(add_p))
 
 sub_p = Primitive("sub")
 sub_p.def_shape(_binary_shape)
 sub_p.def_impl(np.subtract)
 sub_p.def_vjp(lambda ct, x, y, *, out: (unbroadcast(ct, x.aval), unbroadcast(-ct, y.aval)))
 sub_p.def_jvp(lambda ts, x, y, *, out: _sum_tangents(ts[0], None if ts[1] is None else -ts[1], out))
+sub_p.def_batch(elementwise_rule(sub_p))
 
 mul_p = Primitive("mul")
 mul_p.def_shape(_binary_shape)
@@ -257,6 +264,7 @@ mul_p.def_jvp(
         None if ts[0] is None else ts[0] * y, None if ts[1] is None else x * ts[1], out
     )
 )
+mul_p.def_batch(elementwise_rule(mul_p))
 
 div_p = Primitive("div")
 div_p.def_shape(_binary_shape)
@@ -269,6 +277,7 @@ div_p.def_jvp(
         None if ts[0] is None else ts[0] / y, None if ts[1] is None else -ts[1] * out / y, out
     )
 )
+div_p.def_batch(elementwise_rule(div_p))
 
 
 def _int_aware_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -349,6 +358,7 @@ pow_p.def_jvp(
         out,
     )
 )
+pow_p.def_batch(elementwise_rule(pow_p))
 
 
 def pow(x, y):  # noqa: A001
@@ -377,6 +387,7 @@ def _integer_pow_deriv(x, y: int):
 
 integer_pow_p.def_vjp(lambda ct, x, *, out, y: (ct * _integer_pow_deriv(x, y),))
 integer_pow_p.def_jvp(lambda ts, x, *, out, y: ts[0] * _integer_pow_deriv(x, y))
+integer_pow_p.def_batch(elementwise_rule(integer_pow_p))
 
 
 def integer_pow(x, y: int):
@@ -411,6 +422,7 @@ def _chooser(name: str, impl: Callable, strict: Callable) -> Primitive:
             out,
         )
     )
+    p.def_batch(elementwise_rule(p))
     return p
 
 
@@ -436,6 +448,7 @@ def _comparison(name: str, impl: Callable) -> Primitive:
     p.def_shape(_compare_shape)
     p.def_impl(impl)
     p.differentiable = False
+    p.def_batch(elementwise_rule(p))
     return p
 
 
@@ -488,6 +501,7 @@ def _logical(name: str, impl: Callable, nargs: int) -> Primitive:
         p.def_shape(_binary_shape)
     p.def_impl(impl)
     p.differentiable = False
+    p.def_batch(elementwise_rule(p))
     return p
 
 
@@ -544,6 +558,9 @@ def _convert_jvp(ts, x, *, out, new_dtype):
     return convert_element_type(ts[0], new_dtype)
 
 
+convert_element_type_p.def_batch(elementwise_rule(convert_element_type_p))
+
+
 def convert_element_type(operand, new_dtype):
     """Cast to ``new_dtype``; gradients flow only between floating dtypes."""
     operand = asarray_operand(operand)
@@ -560,6 +577,7 @@ stop_gradient_p.def_shape(_unary_shape)
 stop_gradient_p.def_impl(lambda x: x)
 stop_gradient_p.def_vjp(lambda ct, x, *, out: (None,))
 stop_gradient_p.def_jvp(lambda ts, x, *, out: None)
+stop_gradient_p.def_batch(elementwise_rule(stop_gradient_p))
 
 
 def stop_gradient(x):
@@ -617,6 +635,10 @@ def _select_n_jvp(ts, which, *cases, out):
         return None
     zero = out * 0.0
     return select_n(which, *[zero if t is None else t for t in case_ts])
+
+
+# Only the selector broadcasts from rank 0; the cases always share one shape.
+select_n_p.def_batch(elementwise_rule(select_n_p, scalar_ok=(0,)))
 
 
 def select_n(which, *cases):

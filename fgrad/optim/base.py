@@ -18,7 +18,7 @@ correction, moment updates, a saturating step counter, a tree-wide select).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,7 +45,7 @@ Params = Any  # a pytree of arrays
 Updates = Any  # a pytree with the structure of the params
 OptState = Any  # a pytree of arrays
 Schedule = Callable[[Any], Any]  # step count (int32 array) -> scalar
-ScalarOrSchedule = Union[float, Any, Schedule]
+ScalarOrSchedule = float | Any | Schedule
 
 NO_PARAMS_MSG = (
     "this transformation needs the current parameters: call "
@@ -247,11 +247,12 @@ def _canonical_dtype(dtype: Any) -> Any:
 
 
 def _tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
-    return tree_util.tree_map(lambda x: fnp.zeros_like(x, dtype=dtype), tree)
+    # asarray first: fnp.zeros_like does not accept Python scalars.
+    return tree_util.tree_map(lambda x: fnp.zeros_like(fnp.asarray(x), dtype=dtype), tree)
 
 
 def _tree_full_like(tree: Any, value: Any) -> Any:
-    return tree_util.tree_map(lambda x: fnp.full_like(x, value), tree)
+    return tree_util.tree_map(lambda x: fnp.full_like(fnp.asarray(x), value), tree)
 
 
 def _update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:

@@ -53,7 +53,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
                 f"got {got}; was the state made by this chain's init?"
             )
         new_state = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(transforms, state, strict=True):
             updates, s = t.update(updates, s, params)
             new_state.append(s)
         return updates, tuple(new_state)
@@ -165,9 +165,7 @@ def multi_transform(
         labels = labels_for(updates)
         new_states = {}
         for k in transforms:
-            updates, new_states[k] = group(labels, k).update(
-                updates, state.inner_states[k], params
-            )
+            updates, new_states[k] = group(labels, k).update(updates, state.inner_states[k], params)
         return updates, MultiTransformState(new_states)
 
     return GradientTransformation(init_fn, update_fn)

@@ -371,8 +371,5 @@ def _replace_at(tree: Any, path: KeyPath, value: Any) -> Any:
     if not path:
         return value
     kids = _children(tree)
-    new_kids = [
-        _replace_at(child, path[1:], value) if k == path[0] else child for k, child in kids
-    ]
+    new_kids = [_replace_at(child, path[1:], value) if k == path[0] else child for k, child in kids]
     return _rebuild(tree, new_kids)
-

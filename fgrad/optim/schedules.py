@@ -287,7 +287,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     def schedule(count):
         count = _count(count)
         value = schedules[0](count)
-        for boundary, sched in zip(boundaries, schedules[1:]):
+        for boundary, sched in zip(boundaries, schedules[1:], strict=True):
             value = fnp.where(count < boundary, value, sched(count - boundary))
         return value
 

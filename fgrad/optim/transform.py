@@ -277,7 +277,7 @@ def scale_by_adam(
         >>> import numpy as np, fgrad.numpy as fnp
         >>> opt = scale_by_adam()
         >>> u, state = opt.update(fnp.asarray([0.1, -2.0]), opt.init(fnp.zeros(2)))
-        >>> np.round(np.asarray(u), 4).tolist()  # the first step is about sign(g)
+        >>> np.round(np.asarray(u, np.float64), 4).tolist()  # the first step is about sign(g)
         [1.0, -1.0]
     """
     mu_dtype = _canonical_dtype(mu_dtype)
@@ -363,7 +363,7 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
         >>> import numpy as np, fgrad.numpy as fnp
         >>> opt = scale_by_adamax()
         >>> u, _ = opt.update(fnp.asarray([3.0]), opt.init(fnp.zeros(1)))
-        >>> np.round(np.asarray(u), 6).tolist()
+        >>> np.round(np.asarray(u, np.float64), 6).tolist()
         [1.0]
     """
 
@@ -616,7 +616,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
         >>> import numpy as np, fgrad.numpy as fnp
         >>> opt = scale_by_adadelta(rho=0.0, eps=1e-6)
         >>> u, _ = opt.update(fnp.asarray([1.0]), opt.init(fnp.zeros(1)))
-        >>> np.round(np.asarray(u), 6).tolist()  # sqrt(1e-6) / sqrt(1 + 1e-6) * 1
+        >>> np.round(np.asarray(u, np.float64), 6).tolist()  # sqrt(1e-6) / sqrt(1 + 1e-6) * 1
         [0.001]
     """
 

@@ -80,7 +80,9 @@ def _mask_leaves(mask_tree: Any, tree: Any, what: str) -> tuple[list, list, Any]
 def _apply_mask(mask_tree: Any, tree: Any, what: str) -> Any:
     """``tree`` with every subtree whose mask is False replaced by ``MaskedNode()``."""
     flags, subtrees, mask_def = _mask_leaves(mask_tree, tree, what)
-    return mask_def.unflatten([s if f else MaskedNode() for f, s in zip(flags, subtrees)])
+    return mask_def.unflatten(
+        [s if f else MaskedNode() for f, s in zip(flags, subtrees, strict=True)]
+    )
 
 
 def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
@@ -119,12 +121,12 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         mask_tree = mask_for(updates)
         flags, old, mask_def = _mask_leaves(mask_tree, updates, "updates")
         masked_updates = mask_def.unflatten(
-            [s if f else MaskedNode() for f, s in zip(flags, old)]
+            [s if f else MaskedNode() for f, s in zip(flags, old, strict=True)]
         )
         masked_params = None if params is None else _apply_mask(mask_tree, params, "params")
         new_updates, new_inner = inner.update(masked_updates, state.inner_state, masked_params)
         new = mask_def.flatten_up_to(new_updates)
-        merged = [n if f else o for f, n, o in zip(flags, new, old)]
+        merged = [n if f else o for f, n, o in zip(flags, new, old, strict=True)]
         return mask_def.unflatten(merged), MaskedState(inner_state=new_inner)
 
     return GradientTransformation(init_fn, update_fn)
@@ -493,9 +495,7 @@ def lookahead(
 
     def init_fn(params):
         fast = params.fast if isinstance(params, LookaheadParams) else params
-        return LookaheadState(
-            fast_state=fast_optimizer.init(fast), steps_since_sync=_zero_count()
-        )
+        return LookaheadState(fast_state=fast_optimizer.init(fast), steps_since_sync=_zero_count())
 
     def update_fn(updates, state, params=None):
         if not isinstance(params, LookaheadParams):
@@ -510,9 +510,7 @@ def lookahead(
         )
         sync = state.steps_since_sync == sync_period - 1
         # diff = what fast - slow would be after this fast step.
-        diff = tree_util.tree_map(
-            lambda f, u, s: f + u - s, params.fast, fast_updates, params.slow
-        )
+        diff = tree_util.tree_map(lambda f, u, s: f + u - s, params.fast, fast_updates, params.slow)
         slow_updates = tree_util.tree_map(
             lambda d: fnp.where(sync, slow_step_size * d, fnp.zeros_like(d)), diff
         )
@@ -528,4 +526,3 @@ def lookahead(
         )
 
     return GradientTransformation(init_fn, update_fn)
-

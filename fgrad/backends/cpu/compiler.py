@@ -42,6 +42,39 @@ def dce(jaxpr: Jaxpr) -> list[Eqn]:
     return kept
 
 
+_CALLS = ("checkpoint", "custom_jvp_call", "custom_vjp_call")
+
+
+def inline_calls(jaxpr: Jaxpr) -> Jaxpr:
+    """Replace call primitives (checkpoint, custom_jvp/vjp) by their bodies.
+
+    Their rules only matter to differentiation, which happened before compiling.
+    """
+    if not any(e.primitive.name in _CALLS for e in jaxpr.eqns):
+        return jaxpr
+    subst: dict[Var, Any] = {}
+
+    def sub(v):
+        return subst.get(v, v) if isinstance(v, Var) else v
+
+    eqns: list[Eqn] = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in _CALLS:
+            eqns.append(Eqn(eqn.primitive, [sub(v) for v in eqn.invars], eqn.outvars,
+                            eqn.params, eqn.source_info))
+            continue
+        inner = inline_calls(eqn.params["call_jaxpr"])
+        env: dict[Var, Any] = dict(zip(inner.invars, [sub(v) for v in eqn.invars]))
+        for ie in inner.eqns:
+            outs = [Var(v.aval) for v in ie.outvars]
+            ins = [env.get(v, v) if isinstance(v, Var) else v for v in ie.invars]
+            env.update(zip(ie.outvars, outs))
+            eqns.append(Eqn(ie.primitive, ins, outs, ie.params, ie.source_info))
+        for outer, v in zip(eqn.outvars, inner.outvars):
+            subst[outer] = env.get(v, v) if isinstance(v, Var) else v
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, eqns, [sub(v) for v in jaxpr.outvars])
+
+
 class FusionGroup:
     """Elementwise equations sharing one output shape, run as one loop nest."""
 
@@ -248,7 +281,8 @@ class Program:
     """A compiled jaxpr: call it with NumPy arrays, get a list of NumPy arrays."""
 
     def __init__(self, closed: ClosedJaxpr, fuse: bool = True):
-        jaxpr = closed.jaxpr
+        jaxpr = inline_calls(closed.jaxpr)
+        closed = ClosedJaxpr(jaxpr, closed.consts)
         self.jaxpr = jaxpr
         eqns = dce(jaxpr)
         self.steps = (
@@ -338,7 +372,9 @@ class Program:
         return source
 
     def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
-        return self._fn(*args)
+        # Overflow to inf and 0/0 = NaN are results, not warnings (as in JAX).
+        with np.errstate(all="ignore"):
+            return self._fn(*args)
 
 
 def _bind_impl(eqn: Eqn):
