@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fgrad.core import Primitive, ShapedArray
+from fgrad.core import Array, Primitive, ShapedArray
+from fgrad.lax.batch_util import batch_size, logical_shape, moveaxis, phys_axis, to_front
 from fgrad.lax.utils import asarray_operand, check_same_dtypes, promote_scalars
 
 
@@ -67,6 +68,13 @@ def _broadcast_in_dim_vjp(ct, x, *, out, shape, broadcast_dimensions):
 broadcast_in_dim_p.def_jvp(_linear_jvp(lambda t, **p: broadcast_in_dim(t, **p)))
 
 
+@broadcast_in_dim_p.def_batch
+def _broadcast_in_dim_batch(args, dims, *, shape, broadcast_dimensions):
+    x = moveaxis(args[0], dims[0], 0)
+    out_dims = (0,) + tuple(b + 1 for b in broadcast_dimensions)
+    return broadcast_in_dim(x, (x.shape[0],) + tuple(shape), out_dims), 0
+
+
 def broadcast_in_dim(operand, shape: Sequence[int], broadcast_dimensions: Sequence[int]):
     """Broadcast ``operand`` to ``shape``; its axis i becomes output axis
     ``broadcast_dimensions[i]`` (as ``jax.lax.broadcast_in_dim``)."""
@@ -105,6 +113,12 @@ reshape_p.def_vjp(lambda ct, x, *, out, new_sizes: (reshape(ct, tuple(x.shape)),
 reshape_p.def_jvp(_linear_jvp(lambda t, new_sizes: reshape(t, new_sizes)))
 
 
+@reshape_p.def_batch
+def _reshape_batch(args, dims, *, new_sizes):
+    x = moveaxis(args[0], dims[0], 0)
+    return reshape(x, (x.shape[0],) + tuple(new_sizes)), 0
+
+
 def reshape(operand, new_sizes: Sequence[int], dimensions: Sequence[int] | None = None):
     """Reshape (row-major); ``dimensions`` first transposes, as in ``jax.lax.reshape``."""
     operand = asarray_operand(operand)
@@ -135,6 +149,12 @@ transpose_p.def_vjp(
 transpose_p.def_jvp(_linear_jvp(lambda t, permutation: transpose(t, permutation)))
 
 
+@transpose_p.def_batch
+def _transpose_batch(args, dims, *, permutation):
+    d = dims[0]
+    return transpose(args[0], (d,) + tuple(phys_axis(p, d) for p in permutation)), 0
+
+
 def transpose(operand, permutation: Sequence[int]):
     """Permute axes: output axis i is input axis ``permutation[i]``."""
     operand = asarray_operand(operand)
@@ -160,6 +180,13 @@ def _squeeze_shape(x: ShapedArray, *, dimensions) -> ShapedArray:
 squeeze_p.def_impl(lambda x, *, dimensions: np.squeeze(x, axis=tuple(dimensions)))
 squeeze_p.def_vjp(lambda ct, x, *, out, dimensions: (reshape(ct, tuple(x.shape)),))
 squeeze_p.def_jvp(_linear_jvp(lambda t, dimensions: squeeze(t, dimensions)))
+
+
+@squeeze_p.def_batch
+def _squeeze_batch(args, dims, *, dimensions):
+    d = dims[0]
+    phys = tuple(phys_axis(a, d) for a in dimensions)
+    return squeeze(args[0], phys), d - sum(1 for a in phys if a < d)
 
 
 def squeeze(array, dimensions: Sequence[int]):
@@ -189,6 +216,12 @@ def _expand_dims_shape(x: ShapedArray, *, dimensions) -> ShapedArray:
 expand_dims_p.def_impl(lambda x, *, dimensions: np.expand_dims(x, tuple(dimensions)))
 expand_dims_p.def_vjp(lambda ct, x, *, out, dimensions: (reshape(ct, tuple(x.shape)),))
 expand_dims_p.def_jvp(_linear_jvp(lambda t, dimensions: expand_dims(t, dimensions)))
+
+
+@expand_dims_p.def_batch
+def _expand_dims_batch(args, dims, *, dimensions):
+    x = moveaxis(args[0], dims[0], 0)
+    return expand_dims(x, tuple(a + 1 for a in dimensions)), 0
 
 
 def expand_dims(array, dimensions: Sequence[int]):
@@ -247,6 +280,13 @@ def _concatenate_jvp(ts, *xs, out, dimension):
     if all(t is None for t in ts):
         return None
     return concatenate([x * 0 if t is None else t for t, x in zip(ts, xs)], dimension)
+
+
+@concatenate_p.def_batch
+def _concatenate_batch(args, dims, *, dimension):
+    size = batch_size(args, dims)
+    xs = [to_front(x, d, size) for x, d in zip(args, dims)]
+    return concatenate_p.bind(*xs, dimension=dimension + 1), 0
 
 
 def concatenate(operands: Sequence[Any], dimension: int):
@@ -320,6 +360,29 @@ def _pad_jvp(ts, x, v, *, out, padding_config):
     return pad(tx, tv, padding_config)
 
 
+@pad_p.def_batch
+def _pad_batch(args, dims, *, padding_config):
+    from fgrad.lax.elementwise import select_n
+
+    (x, v), (xd, vd) = args, dims
+    size = batch_size(args, dims)
+    x = to_front(x, xd, size)
+    config = ((0, 0, 0),) + tuple(padding_config)
+    if vd is None:
+        return pad_p.bind(x, v, padding_config=config), 0
+    # A per-example padding value: pad with zeros, then select v where the padding is,
+    # found by padding a mask of the (unbatched) element shape the same way.
+    padded = pad_p.bind(x, asarray_operand(0, x.dtype), padding_config=config)
+    inner = tuple(x.shape[1:])
+    mask = pad(
+        asarray_operand(np.zeros(inner, dtype=bool)), asarray_operand(True), padding_config
+    )
+    out_shape = tuple(padded.shape)
+    mask = broadcast_in_dim(mask, out_shape, tuple(range(1, len(out_shape))))
+    v = broadcast_in_dim(v, out_shape, (0,))
+    return select_n(mask, padded, v), 0
+
+
 def pad(operand, padding_value, padding_config: Sequence[tuple[int, int, int]]):
     """Pad with ``(low, high, interior)`` per axis; negative low/high crop."""
     operand, padding_value = promote_scalars(operand, padding_value)
@@ -364,6 +427,22 @@ def _slice_vjp(ct, x, *, out, start_indices, limit_indices, strides):
 
 
 slice_p.def_jvp(_linear_jvp(lambda t, **p: slice(t, **p)))
+
+
+@slice_p.def_batch
+def _slice_batch(args, dims, *, start_indices, limit_indices, strides):
+    (x,), (d,) = args, dims
+
+    def at_d(seq, value):
+        return tuple(seq[:d]) + (value,) + tuple(seq[d:])
+
+    out = slice_p.bind(
+        x,
+        start_indices=at_d(start_indices, 0),
+        limit_indices=at_d(limit_indices, x.shape[d]),
+        strides=at_d(strides, 1),
+    )
+    return out, d
 
 
 def slice(operand, start_indices, limit_indices, strides=None):  # noqa: A001
@@ -417,6 +496,58 @@ def _dynamic_slice_vjp(ct, x, *idx, out, slice_sizes):
 @dynamic_slice_p.def_jvp
 def _dynamic_slice_jvp(ts, x, *idx, out, slice_sizes):
     return None if ts[0] is None else dynamic_slice(ts[0], idx, slice_sizes)
+
+
+@dynamic_slice_p.def_batch
+def _dynamic_slice_batch(args, dims, *, slice_sizes):
+    from fgrad.lax.indexing import gather
+
+    (x, *idx), (xd, *idims) = args, dims
+    size = batch_size(args, dims)
+    if all(d is None for d in idims):
+        # Shared start indices: slice the whole batch axis along with the others.
+        idx.insert(xd, asarray_operand(0, np.int32))
+        sizes = list(slice_sizes)
+        sizes.insert(xd, size)
+        return dynamic_slice_p.bind(x, *idx, slice_sizes=tuple(sizes)), xd
+    # Per-example starts: a gather of each example's window from the flattened operand.
+    shape = logical_shape(x, xd)
+    pos = _window_positions(shape, idx, idims, tuple(slice_sizes), size, xd is not None)
+    n = int(np.prod(shape, dtype=np.int64))
+    if xd is None:
+        return gather(reshape(x, (n,)), pos), 0
+    return gather(reshape(to_front(x, xd, size), (size * n,)), pos), 0
+
+
+def _window_positions(shape, starts, start_dims, window, size, offset_batches: bool):
+    """Flat row-major positions of a ``window`` at per-example (clamped) starts.
+
+    Returns an int array of shape ``(size, *window)``: example b's window inside a
+    ``shape`` array, plus ``b * prod(shape)`` when ``offset_batches`` (positions in
+    the flattened batch of such arrays).
+    """
+    from fgrad.lax import elementwise as ew
+
+    nd = len(shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    itype = np.dtype(np.int32 if n * size < 2**31 - 1 else np.int64)
+    strides = [int(np.prod(shape[k + 1 :], dtype=np.int64)) for k in range(nd)]
+    offsets = np.zeros(window, dtype=itype)
+    for k in range(nd):
+        axis = np.arange(window[k], dtype=itype).reshape([-1 if j == k else 1 for j in range(nd)])
+        offsets = offsets + axis * strides[k]
+    base = asarray_operand(0, itype)
+    for k, (s, d) in enumerate(zip(starts, start_dims)):
+        s = ew.convert_element_type(s, itype)
+        s = ew.max(s, asarray_operand(0, itype))
+        s = ew.min(s, asarray_operand(shape[k] - window[k], itype))
+        s = ew.mul(s, asarray_operand(strides[k], itype))
+        base = ew.add(base, s if d is None else moveaxis(s, d, 0))
+    if offset_batches:
+        base = ew.add(base, Array(np.arange(size, dtype=itype) * itype.type(n)))
+    full = (size,) + tuple(window)
+    base = broadcast_in_dim(base, full, () if len(base.shape) == 0 else (0,))
+    return ew.add(base, broadcast_in_dim(Array(offsets), full, tuple(range(1, nd + 1))))
 
 
 def dynamic_slice(operand, start_indices: Sequence[Any], slice_sizes: Sequence[int]):
@@ -476,6 +607,25 @@ def _dus_jvp(ts, x, update, *idx, out):
     tx = x * 0 if ts[0] is None else ts[0]
     tu = update * 0 if ts[1] is None else ts[1]
     return dynamic_update_slice(tx, tu, idx)
+
+
+@dynamic_update_slice_p.def_batch
+def _dus_batch(args, dims):
+    from fgrad.lax.indexing import scatter_p
+
+    (x, update, *idx), (xd, ud, *idims) = args, dims
+    size = batch_size(args, dims)
+    x = to_front(x, xd, size)
+    update = to_front(update, ud, size)
+    if all(d is None for d in idims):
+        zero = asarray_operand(0, np.int32)
+        return dynamic_update_slice_p.bind(x, update, zero, *idx), 0
+    # Per-example starts: scatter each example's update into the flattened batch.
+    shape = tuple(x.shape[1:])
+    pos = _window_positions(shape, idx, idims, tuple(update.shape[1:]), size, True)
+    n = int(np.prod(shape, dtype=np.int64))
+    flat = scatter_p.bind(reshape(x, (size * n,)), pos, update, mode="set")
+    return reshape(flat, (size,) + shape), 0
 
 
 def dynamic_update_slice(operand, update, start_indices: Sequence[Any]):

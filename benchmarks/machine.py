@@ -1,0 +1,92 @@
+"""What ran where: CPU, cores, library versions, BLAS kernel, and the benchmark's env."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import resource
+import sys
+
+#: Variables that force an old OpenBLAS kernel on some machines; unset for our runs.
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+PACKAGES = ("numpy", "numba", "llvmlite", "jax", "jaxlib", "optax", "torch", "autograd",
+            "threadpoolctl", "psutil")
+
+
+def bench_env(base: dict | None = None) -> dict:
+    """The environment for benchmark subprocesses: ``base`` without the OpenBLAS overrides."""
+    env = dict(os.environ if base is None else base)
+    for name in OPENBLAS_OVERRIDES:
+        env.pop(name, None)
+    return env
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return sorted(f for f in ("avx2", "fma", "avx512f") if f in flags)
+    except OSError:
+        pass
+    return []
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's view of the loaded BLAS/OpenMP libraries (import numpy first)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl not installed"}]
+    keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "prefix")
+    return [{k: d.get(k) for k in keep} for d in threadpool_info()]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (Linux reports KiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def describe() -> dict:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "openblas_overrides_in_parent_env": {
+            k: os.environ[k] for k in OPENBLAS_OVERRIDES if k in os.environ
+        },
+        "loadavg": load,
+    }
