@@ -231,6 +231,8 @@ def backward_pass(jaxpr, values: dict, out_cts: Sequence[Any]) -> list[Any]:
         prim = eqn.primitive
         if all(c is None for c in cts_out) or not prim.differentiable:
             continue
+        if any(isinstance(v, Var) and v not in values for v in eqn.invars):
+            continue  # inactive: no input depends on a differentiated value
         outs = [values[v] for v in eqn.outvars]
         invals = [read(v) for v in eqn.invars]
         if prim.multiple_results:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fgrad.core import Primitive, ShapedArray, is_float_dtype
+from fgrad.core import Array, Primitive, ShapedArray, is_float_dtype
+from fgrad.lax import elementwise as ew
+from fgrad.lax.batch_util import batch_size, bdim_at, moveaxis, to_front
 from fgrad.lax.elementwise import convert_element_type, eq
 from fgrad.lax.utils import asarray_operand, check_same_dtypes
 
@@ -48,6 +50,49 @@ def _gather_impl(x, idx):
 
 gather_p.def_vjp(lambda ct, x, idx, *, out: (scatter_add(_zeros(x.shape, ct.dtype), idx, ct), None))
 gather_p.def_jvp(lambda ts, x, idx, *, out: None if ts[0] is None else gather(ts[0], idx))
+
+
+@gather_p.def_batch
+def _gather_batch(args, dims):
+    from fgrad.lax.shapes import reshape
+
+    (x, idx), (xd, id_) = args, dims
+    if id_ is None:
+        # Shared indices: take along axis 0 with the batch axis kept out of the way.
+        if xd == 0:
+            x, xd = moveaxis(x, 0, 1), 1
+        return gather_p.bind(x, idx), len(idx.shape) + xd - 1
+    if xd is None:
+        return gather_p.bind(x, idx), id_
+    # Both batched: example b's rows live at b * n + i of the flattened batch.
+    size = x.shape[xd]
+    x = moveaxis(x, xd, 0)
+    n, rest = x.shape[1], tuple(x.shape[2:])
+    idx = _batch_offset_indices(moveaxis(idx, id_, 0), n, size, clamp=True)
+    return gather_p.bind(reshape(x, (size * n,) + rest), idx), 0
+
+
+def _batch_offset_indices(idx, n: int, size: int, clamp: bool):
+    """Per-example indices (batch axis first) into the flattened ``(size * n)`` axis.
+
+    Negative indices wrap first. Then, for a gather, out-of-range ones clamp into their
+    own example (``clamp``); for a scatter they become ``size * n``, which the scatter
+    drops, so they cannot spill into a neighbouring example.
+    """
+    from fgrad.lax.shapes import broadcast_in_dim
+
+    itype = np.dtype(np.int64 if size * n >= 2**31 - 1 else idx.dtype)
+    if idx.dtype != itype:
+        idx = convert_element_type(idx, itype)
+    wrapped = ew.select_n(ew.lt(idx, 0), idx, ew.add(idx, asarray_operand(n, itype)))
+    offsets = Array(np.arange(size, dtype=itype) * itype.type(n))
+    offsets = broadcast_in_dim(offsets, tuple(idx.shape), (0,))
+    if clamp:
+        inside = ew.max(ew.min(wrapped, asarray_operand(max(n - 1, 0), itype)), 0)
+        return ew.add(inside, offsets)
+    valid = ew.bitwise_and(ew.ge(wrapped, 0), ew.lt(wrapped, n))
+    dropped = broadcast_in_dim(asarray_operand(size * n, itype), tuple(idx.shape), ())
+    return ew.select_n(valid, dropped, ew.add(wrapped, offsets))
 
 
 def gather(operand, indices):
@@ -141,6 +186,27 @@ def _scatter_jvp(ts, x, idx, u, *, out, mode):
     u_won = convert_element_type(eq(u, gather(out, idx)), out.dtype)
     base = tx * x_won
     return scatter(base, idx, tu * u_won, "add") if is_float_dtype(out.dtype) else base
+
+
+@scatter_p.def_batch
+def _scatter_batch(args, dims, *, mode):
+    from fgrad.lax.shapes import reshape
+
+    (x, idx, u), (xd, id_, ud) = args, dims
+    size = batch_size(args, dims)
+    if id_ is None:
+        # Shared indices: the batch rides along as axis 1 of the operand and the
+        # matching axis of the updates.
+        x = bdim_at(x, xd, size, 1)
+        u = bdim_at(u, ud, size, len(idx.shape))
+        return scatter_p.bind(x, idx, u, mode=mode), 1
+    # Per-example indices: scatter into the flattened batch with offset indices.
+    x = to_front(x, xd, size)
+    n, rest = x.shape[1], tuple(x.shape[2:])
+    idx = _batch_offset_indices(to_front(idx, id_, size), n, size, clamp=False)
+    u = to_front(u, ud, size)
+    out = scatter_p.bind(reshape(x, (size * n,) + rest), idx, u, mode=mode)
+    return reshape(out, (size, n) + rest), 0
 
 
 def scatter(operand, indices, updates, mode: str = "set"):

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from fgrad.core import Primitive, ShapedArray
+from fgrad.lax.batch_util import phys_axis
 from fgrad.lax.elementwise import convert_element_type, eq, select_n
 from fgrad.lax.shapes import broadcast_in_dim, reshape, transpose
 from fgrad.lax.utils import asarray_operand, canonical_axes
@@ -17,6 +18,17 @@ def _reduce_shape(x: ShapedArray, *, axes) -> ShapedArray:
         if not 0 <= a < x.ndim:
             raise TypeError(f"axis {a} out of range for rank {x.ndim}")
     return ShapedArray(tuple(n for i, n in enumerate(x.shape) if i not in axes), x.dtype)
+
+
+def _reduce_batch_rule(prim: Primitive):
+    """Batching rule of a reduction over ``axes``: reduce the same axes around the batch."""
+
+    def rule(args, dims, *, axes):
+        d = dims[0]
+        phys = tuple(phys_axis(a, d) for a in axes)
+        return prim.bind(args[0], axes=phys), d - sum(1 for a in phys if a < d)
+
+    return rule
 
 
 def _expand_back(ct, x_shape, axes):
@@ -32,6 +44,7 @@ reduce_sum_p.def_shape(_reduce_shape)
 reduce_sum_p.def_impl(lambda x, *, axes: np.sum(x, axis=axes, dtype=x.dtype))
 reduce_sum_p.def_vjp(lambda ct, x, *, out, axes: (_expand_back(ct, x.shape, axes),))
 reduce_sum_p.def_jvp(lambda ts, x, *, out, axes: reduce_sum(ts[0], axes))
+reduce_sum_p.def_batch(_reduce_batch_rule(reduce_sum_p))
 
 
 def reduce_sum(operand, axes: Sequence[int]):
@@ -62,6 +75,7 @@ def _reduce_chooser(name: str, impl) -> Primitive:
         lambda ct, x, *, out, axes: (_expand_back(ct, x.shape, axes) * _chooser_rule(x, out, axes),)
     )
     p.def_jvp(lambda ts, x, *, out, axes: reduce_sum(ts[0] * _chooser_rule(x, out, axes), axes))
+    p.def_batch(_reduce_batch_rule(p))
     return p
 
 
@@ -113,6 +127,7 @@ reduce_prod_p.def_vjp(
 reduce_prod_p.def_jvp(
     lambda ts, x, *, out, axes: reduce_sum(ts[0] * _prod_of_others(x, axes), axes)
 )
+reduce_prod_p.def_batch(_reduce_batch_rule(reduce_prod_p))
 
 
 def reduce_prod(operand, axes: Sequence[int]):
@@ -142,6 +157,20 @@ argmin_p = Primitive("argmin")
 argmin_p.def_shape(_arg_shape)
 argmin_p.def_impl(lambda x, *, axis, index_dtype: np.argmin(x, axis=axis).astype(index_dtype))
 argmin_p.differentiable = False
+
+
+def _arg_batch_rule(prim: Primitive):
+    def rule(args, dims, *, axis, index_dtype):
+        d = dims[0]
+        phys = phys_axis(axis, d)
+        out_dim = d - 1 if phys < d else d
+        return prim.bind(args[0], axis=phys, index_dtype=index_dtype), out_dim
+
+    return rule
+
+
+argmax_p.def_batch(_arg_batch_rule(argmax_p))
+argmin_p.def_batch(_arg_batch_rule(argmin_p))
 
 
 def argmax(operand, axis: int, index_dtype=np.int32):
@@ -179,6 +208,12 @@ def _cumsum_impl(x, *, axis, reverse):
 
 cumsum_p.def_vjp(lambda ct, x, *, out, axis, reverse: (cumsum(ct, axis, reverse=not reverse),))
 cumsum_p.def_jvp(lambda ts, x, *, out, axis, reverse: cumsum(ts[0], axis, reverse=reverse))
+cumsum_p.def_batch(
+    lambda args, dims, *, axis, reverse: (
+        cumsum_p.bind(args[0], axis=phys_axis(axis, dims[0]), reverse=reverse),
+        dims[0],
+    )
+)
 
 
 def cumsum(operand, axis: int = 0, reverse: bool = False):
@@ -211,6 +246,12 @@ def _argsort_impl(x, *, axis, descending):
 
 
 argsort_p.differentiable = False
+argsort_p.def_batch(
+    lambda args, dims, *, axis, descending: (
+        argsort_p.bind(args[0], axis=phys_axis(axis, dims[0]), descending=descending),
+        dims[0],
+    )
+)
 
 
 def argsort(operand, axis: int = -1, descending: bool = False):
