@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fgrad.core import Primitive, ShapedArray
+from fgrad.lax.batch_util import elementwise_rule, moveaxis
 from fgrad.lax.elementwise import exp
 from fgrad.lax.utils import (
     asarray_operand,
@@ -87,6 +88,7 @@ def _shift(name: str, impl) -> Primitive:
     p.def_shape(_shift_shape)
     p.def_impl(impl)
     p.differentiable = False
+    p.def_batch(elementwise_rule(p))
     return p
 
 
@@ -156,6 +158,15 @@ def _bitcast_impl(x: np.ndarray, *, new_dtype) -> np.ndarray:
     return np.ascontiguousarray(x).view(new_dtype).reshape(out_shape)
 
 
+@bitcast_convert_type_p.def_batch
+def _bitcast_batch(args, dims, *, new_dtype):
+    (x,), (d,) = args, dims
+    # A wider target dtype consumes the trailing axis, which must not be the batch axis.
+    if np.dtype(new_dtype).itemsize > x.dtype.itemsize and d == len(x.shape) - 1:
+        x, d = moveaxis(x, d, 0), 0
+    return bitcast_convert_type_p.bind(x, new_dtype=new_dtype), d
+
+
 def bitcast_convert_type(operand, new_dtype):
     """Reinterpret the bits of ``operand`` as ``new_dtype`` (``jax.lax.bitcast_convert_type``).
 
@@ -197,6 +208,12 @@ def _iota_2x32_shape_impl(*, shape) -> tuple[np.ndarray, np.ndarray]:
     hi = (counts >> np.uint64(32)).astype(np.uint32)
     lo = (counts & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     return hi, lo
+
+
+# No operands, so never batched: under vmap it is a constant, like any other.
+iota_2x32_shape_p.def_batch(
+    lambda args, dims, *, shape: (iota_2x32_shape_p.bind(shape=shape), [None, None])
+)
 
 
 def iota_2x32_shape(shape) -> tuple[Any, Any]:
@@ -278,6 +295,10 @@ def threefry2x32(key1, key2, x1, x2):
     """
     ops = [asarray_operand(v) for v in (key1, key2, x1, x2)]
     return tuple(threefry2x32_p.bind(*ops))
+
+
+# Elementwise in all four operands; only the keys may stay rank 0.
+threefry2x32_p.def_batch(elementwise_rule(threefry2x32_p, scalar_ok=(0, 1)))
 
 
 # ---------------------------------------------------------------- erf_inv
@@ -362,6 +383,7 @@ erf_inv_p.def_impl(_erf_inv_impl)
 # d/dx erfinv(x) = sqrt(pi)/2 * exp(erfinv(x)^2), in fgrad ops so it differentiates again.
 erf_inv_p.def_vjp(lambda ct, x, *, out: (ct * ((math.sqrt(math.pi) / 2) * exp(out * out)),))
 erf_inv_p.def_jvp(lambda ts, x, *, out: ts[0] * ((math.sqrt(math.pi) / 2) * exp(out * out)))
+erf_inv_p.def_batch(elementwise_rule(erf_inv_p))
 
 
 def erf_inv(x):

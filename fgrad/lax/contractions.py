@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from fgrad.core import Primitive, ShapedArray
+from fgrad.lax.batch_util import moveaxis, phys_axis
 from fgrad.lax.shapes import transpose
 from fgrad.lax.utils import check_same_dtypes, promote_scalars
 
@@ -107,6 +108,32 @@ def _dot_general_jvp(ts, x, y, *, out, contract, batch):
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+@dot_general_p.def_batch
+def _dot_general_batch(args, dims, *, contract, batch):
+    (x, y), (xd, yd) = args, dims
+    (lc, rc), (lb, rb) = contract, batch
+    if xd is not None and yd is not None:
+        # Both batched: the vmap axis becomes one more (leading) batch dimension.
+        x, y = moveaxis(x, xd, 0), moveaxis(y, yd, 0)
+        contract = (_around(lc, 0), _around(rc, 0))
+        batch = ((0, *_around(lb, 0)), (0, *_around(rb, 0)))
+        return dot_general_p.bind(x, y, contract=contract, batch=batch), 0
+    # One side batched: its vmap axis is one more free dimension of that side. The
+    # output holds the batch dims, then lhs's free dims, then rhs's, each in order.
+    lc, lb, rc, rb = _around(lc, xd), _around(lb, xd), _around(rc, yd), _around(rb, yd)
+    out = dot_general_p.bind(x, y, contract=(lc, rc), batch=(lb, rb))
+    lfree = _free_dims(len(x.shape), lc, lb)
+    if xd is not None:
+        return out, len(lb) + lfree.index(xd)
+    rfree = _free_dims(len(y.shape), rc, rb)
+    return out, len(lb) + len(lfree) + rfree.index(yd)
+
+
+def _around(axes: Sequence[int], d: int | None) -> tuple[int, ...]:
+    """Logical axes as positions in an operand whose batch axis is ``d``."""
+    return tuple(phys_axis(a, d) for a in axes)
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):

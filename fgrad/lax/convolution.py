@@ -307,6 +307,43 @@ def _conv_jvp(ts, lhs, rhs, *, out, **params):
     return t_out
 
 
+@conv_general_dilated_p.def_batch
+def _conv_batch(args, dims, **params):
+    # As JAX: a batched lhs folds into N; a batched rhs folds into the output features
+    # (inside each feature group); both batched fold into feature groups.
+    from fgrad.lax.batch_util import logical_shape, moveaxis
+
+    (lhs, rhs), (ld, rd) = args, dims
+    g = params["feature_group_count"]
+    if rd is None:
+        lhs = moveaxis(lhs, ld, 0)  # (B, N, *spatial, C)
+        b, n = lhs.shape[0], lhs.shape[1]
+        out = conv_general_dilated_p.bind(
+            reshape(lhs, (b * n, *lhs.shape[2:])), rhs, **params
+        )
+        return reshape(out, (b, n, *out.shape[1:])), 0
+    window_and_io = logical_shape(rhs, rd)
+    b, (i, o), ns = rhs.shape[rd], window_and_io[-2:], len(window_and_io) - 2
+    window = tuple(window_and_io[:-2])
+    rhs = moveaxis(rhs, rd, ns + 1)  # (*window, I, B, O)
+    if ld is None:
+        # Output features ordered (G, B, O/G), so group k still meets only its inputs.
+        w = reshape(rhs, (*window, i, b, g, o // g))
+        if g > 1:
+            w = moveaxis(w, ns + 1, ns + 2)  # (*window, I, G, B, O/G)
+        out = conv_general_dilated_p.bind(lhs, reshape(w, (*window, i, b * o)), **params)
+        out = reshape(out, (*out.shape[:-1], g, b, o // g))
+        if g > 1:
+            out = moveaxis(out, ns + 2, ns + 1)  # (N, *spatial, B, G, O/G)
+        return reshape(out, (*out.shape[: ns + 1], b, o)), ns + 1
+    # Both batched: B * G feature groups; example b owns groups b * G .. b * G + G - 1.
+    lhs = moveaxis(lhs, ld, ns + 1)  # (N, *spatial, B, C)
+    lhs = reshape(lhs, (*lhs.shape[: ns + 1], b * lhs.shape[-1]))
+    w = reshape(rhs, (*window, i, b * o))
+    out = conv_general_dilated_p.bind(lhs, w, **{**params, "feature_group_count": b * g})
+    return reshape(out, (*out.shape[:-1], b, o)), ns + 1
+
+
 # ---------------------------------------------------------------- dimension numbers
 
 

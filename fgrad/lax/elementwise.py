@@ -178,9 +178,15 @@ def neg(x):
 abs_p = Primitive("abs")
 abs_p.def_shape(_unary_shape)
 abs_p.def_impl(np.abs)
-# JAX's convention: d|x|/dx = sign(x), so 0 at x == 0.
-abs_p.def_vjp(lambda ct, x, *, out: (ct * sign(x),))
-abs_p.def_jvp(lambda ts, x, *, out: ts[0] * sign(x))
+
+
+def _abs_chain(t, x):
+    # JAX's convention: d|x|/dx = 1 where x >= 0 (so 1 at x == 0, not sign(0) = 0), else -1.
+    return select_n(ge(x, 0.0), neg(t), t)
+
+
+abs_p.def_vjp(lambda ct, x, *, out: (_abs_chain(ct, x),))
+abs_p.def_jvp(lambda ts, x, *, out: _abs_chain(ts[0], x))
 abs_p.def_batch(elementwise_rule(abs_p))
 
 

@@ -48,7 +48,22 @@ def _gather_impl(x, idx):
     return np.take(x, np.clip(np.where(idx < 0, idx + n, idx), 0, max(n - 1, 0)), axis=0)
 
 
-gather_p.def_vjp(lambda ct, x, idx, *, out: (scatter_add(_zeros(x.shape, ct.dtype), idx, ct), None))
+
+
+def _clamped(idx, n: int):
+    """The positions the gather impl reads: negative indices wrap, then all clamp."""
+    wrapped = ew.select_n(ew.lt(idx, 0), idx, ew.add(idx, n))
+    return ew.max(ew.min(wrapped, max(n - 1, 0)), 0)
+
+
+# The cotangent goes where the forward read, so to the clamped position (a scatter_add
+# with the raw index would drop out-of-range ones).
+gather_p.def_vjp(
+    lambda ct, x, idx, *, out: (
+        scatter_add(_zeros(x.shape, ct.dtype), _clamped(idx, x.shape[0]), ct),
+        None,
+    )
+)
 gather_p.def_jvp(lambda ts, x, idx, *, out: None if ts[0] is None else gather(ts[0], idx))
 
 
@@ -151,21 +166,41 @@ def _scatter_impl(x, idx, u, *, mode):
     return out
 
 
+def _gather_kept(v, idx):
+    """``gather(v, idx)``, zero where the scatter impl drops the update (index outside
+    ``[-n, n)``): a dropped update has no effect, so it gets no cotangent."""
+    from fgrad.lax.shapes import broadcast_in_dim
+
+    n = v.shape[0]
+    g = gather(v, idx)
+    kept = ew.bitwise_and(ew.ge(idx, -n), ew.lt(idx, n))
+    kept = broadcast_in_dim(kept, tuple(g.shape), tuple(range(len(idx.shape))))
+    return ew.select_n(kept, _zeros(g.shape, g.dtype), g)
+
+
+def _chooser_weights(x, idx, u, out):
+    """min/max: 1 where the operand entry / an update produced the output, and the
+    number of such contributors per entry; ties share the derivative (JAX's rule)."""
+    x_won = convert_element_type(eq(x, out), out.dtype)
+    u_won = convert_element_type(eq(u, gather(out, idx)), out.dtype)
+    count = x_won + scatter_add(_zeros(x.shape, out.dtype), idx, u_won)  # drops as forward
+    return x_won, u_won, count
+
+
 @scatter_p.def_vjp
 def _scatter_vjp(ct, x, idx, u, *, out, mode):
     if mode == "add":
-        return ct, None, gather(ct, idx)
+        return ct, None, _gather_kept(ct, idx)
     if mode == "set":
         ct_x = scatter(ct, idx, _zeros(u.shape, ct.dtype), "set")
-        return ct_x, None, gather(ct, idx)
+        return ct_x, None, _gather_kept(ct, idx)
     if mode == "mul":
         # Exact for unique indices: out[i] = x[i] * u, so d/du = x[i], d/dx = u.
         ct_x = scatter(ct, idx, u, "mul")
-        return ct_x, None, gather(ct, idx) * gather(x, idx)
-    # min / max: the gradient goes to whichever side produced the output.
-    x_won = convert_element_type(eq(x, out), ct.dtype)
-    u_won = convert_element_type(eq(u, gather(out, idx)), ct.dtype)
-    return ct * x_won, None, gather(ct, idx) * u_won
+        return ct_x, None, _gather_kept(ct * x, idx)
+    x_won, u_won, count = _chooser_weights(x, idx, u, out)
+    share = ct / count
+    return share * x_won, None, _gather_kept(share, idx) * u_won
 
 
 @scatter_p.def_jvp
@@ -182,10 +217,10 @@ def _scatter_jvp(ts, x, idx, u, *, out, mode):
         return scatter(tx, idx, u, "mul") + scatter(
             _zeros(x.shape, out.dtype), idx, gather(x, idx) * tu, "add"
         )
-    x_won = convert_element_type(eq(x, out), out.dtype)
-    u_won = convert_element_type(eq(u, gather(out, idx)), out.dtype)
-    base = tx * x_won
-    return scatter(base, idx, tu * u_won, "add") if is_float_dtype(out.dtype) else base
+    if not is_float_dtype(out.dtype):
+        return tx
+    x_won, u_won, count = _chooser_weights(x, idx, u, out)
+    return scatter(tx * x_won, idx, tu * u_won, "add") / count
 
 
 @scatter_p.def_batch

@@ -67,10 +67,11 @@ def _chooser_rule(x, out, axes):
     return weights / _expand_back(counts, x.shape, axes)
 
 
-def _reduce_chooser(name: str, impl) -> Primitive:
+def _reduce_chooser(name: str, impl, identity) -> Primitive:
     p = Primitive(name)
     p.def_shape(_reduce_shape)
-    p.def_impl(lambda x, *, axes: impl(x, axis=axes))
+    # ``initial``: an empty reduction gives the identity (-inf for max), as in lax.
+    p.def_impl(lambda x, *, axes: impl(x, axis=axes, initial=identity(x.dtype)))
     p.def_vjp(
         lambda ct, x, *, out, axes: (_expand_back(ct, x.shape, axes) * _chooser_rule(x, out, axes),)
     )
@@ -79,8 +80,22 @@ def _reduce_chooser(name: str, impl) -> Primitive:
     return p
 
 
-reduce_max_p = _reduce_chooser("reduce_max", np.max)
-reduce_min_p = _reduce_chooser("reduce_min", np.min)
+
+
+def _lowest(dtype):
+    if np.issubdtype(dtype, np.floating):
+        return -np.inf
+    return np.iinfo(dtype).min if np.issubdtype(dtype, np.integer) else False
+
+
+def _highest(dtype):
+    if np.issubdtype(dtype, np.floating):
+        return np.inf
+    return np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else True
+
+
+reduce_max_p = _reduce_chooser("reduce_max", np.max, _lowest)
+reduce_min_p = _reduce_chooser("reduce_min", np.min, _highest)
 
 
 def reduce_max(operand, axes: Sequence[int]):
@@ -194,7 +209,7 @@ cumsum_p = Primitive("cumsum")
 
 @cumsum_p.def_shape
 def _cumsum_shape(x: ShapedArray, *, axis, reverse) -> ShapedArray:
-    if not 0 <= axis < max(x.ndim, 1):
+    if not 0 <= axis < x.ndim:
         raise TypeError(f"axis {axis} out of range for rank {x.ndim}")
     return x
 

@@ -327,7 +327,8 @@ def _pad_impl(x, v, *, padding_config):
     out = np.full(shape, v, dtype=x.dtype)
     out[tuple(np.s_[:: i + 1] for (_, _, i) in padding_config)] = x
     widths = [(max(lo, 0), max(hi, 0)) for lo, hi, _ in padding_config]
-    out = np.pad(out, widths, constant_values=v)
+    if widths:  # np.pad rejects the empty width list of a rank-0 operand
+        out = np.pad(out, widths, constant_values=v)
     crop = tuple(
         np.s_[max(-lo, 0) : out.shape[d] - max(-hi, 0)]
         for d, (lo, hi, _) in enumerate(padding_config)

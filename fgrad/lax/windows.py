@@ -128,6 +128,29 @@ def _reduce_window_sum_jvp(ts, x, *, out, **params):
     return None if ts[0] is None else reduce_window_sum_p.bind(ts[0], **params)
 
 
+def _window_batch_rule(prim: Primitive):
+    """Batching rule: the batch axis is one more window axis, of size and stride 1."""
+
+    def rule(args, dims, *, window_dimensions, window_strides, padding):
+        (x,), (d,) = args, dims
+
+        def at_d(seq, value):
+            return tuple(seq[:d]) + (value,) + tuple(seq[d:])
+
+        out = prim.bind(
+            x,
+            window_dimensions=at_d(window_dimensions, 1),
+            window_strides=at_d(window_strides, 1),
+            padding=at_d(padding, (0, 0)),
+        )
+        return out, d
+
+    return rule
+
+
+reduce_window_sum_p.def_batch(_window_batch_rule(reduce_window_sum_p))
+
+
 # ---------------------------------------------------------------- reduce_window_max
 
 reduce_window_max_p = Primitive("reduce_window_max")
@@ -202,6 +225,9 @@ def _reduce_window_max_jvp(ts, x, *, out, window_dimensions, window_strides, pad
     )
     t = reshape(pad(ts[0], 0, config), (int(np.prod(padded_shape)),))
     return gather(t, positions)
+
+
+reduce_window_max_p.def_batch(_window_batch_rule(reduce_window_max_p))
 
 
 # ---------------------------------------------------------------- public functions
