@@ -7,6 +7,7 @@ Write pure functions over pytrees of arrays; transform them with ``grad``, ``jvp
 from fgrad import lax, tree
 from fgrad import numpy as numpy  # noqa: PLC0414 - the jnp-like namespace
 from fgrad.ad import grad, hessian, jacfwd, jacrev, jvp, linearize, value_and_grad, vjp
+from fgrad.batching import vmap
 from fgrad.config import config
 from fgrad.custom_derivatives import (
     checkpoint,
@@ -59,4 +60,5 @@ __all__ = [
     "tree",
     "value_and_grad",
     "vjp",
+    "vmap",
 ]

@@ -482,16 +482,27 @@ def _stack_jac(columns: list, out_shape, in_shape, out_first: bool):
 
 
 def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
-    """Jacobian by forward mode: one JVP per input element.
+    """Jacobian by forward mode: ``jvp`` vmapped over the standard basis of the inputs.
 
-    Returns a function giving, for each output leaf, a pytree like the chosen
-    argument(s) whose leaves have shape ``out.shape + in.shape``.
+    One batched JVP computes every column at once (no Python loop over the input
+    elements), so the traced program has the same size for any input size.
+
+    Args:
+        fun: function of pytrees of arrays.
+        argnums: int or tuple of ints: which positional arguments to differentiate.
+        has_aux: ``fun`` returns ``(out, aux)``; then ``(jacobian, aux)`` is returned.
+
+    Returns:
+        A function giving, for each output leaf, a pytree like the chosen argument(s)
+        whose leaves have shape ``out.shape + in.shape``.
 
     Example:
         >>> import fgrad, fgrad.numpy as fnp
         >>> fgrad.jacfwd(lambda x: x * 2.0)(fnp.ones(2)).tolist()
         [[2.0, 0.0], [0.0, 2.0]]
     """
+    from fgrad.batching import vmap
+
     nums = _argnums_tuple(argnums)
 
     def jac_fun(*args):
@@ -502,25 +513,34 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
             full = list(args)
             for i, a in zip(nums, tree_util.tree_unflatten(x_tree, list(xs))):
                 full[i] = a
-            out = fun(*full)
-            return _split_aux(out, has_aux, "jacfwd")
+            out, aux = _split_aux(fun(*full), has_aux, "jacfwd")
+            return (out, aux) if has_aux else out
 
-        (out, aux) = f_flat(*flat_x)
+        # Row k of the identity, split into one tangent per input leaf: e_k.
+        sizes = [int(np.prod(x.shape, dtype=np.int64)) for x in flat_x]
+        total, starts = sum(sizes), np.cumsum([0] + sizes)
+        eye = np.eye(total)
+        basis = [
+            Array(eye[:, a:b].astype(x.dtype).reshape((total, *x.shape)))
+            for x, a, b in zip(flat_x, starts, starts[1:])
+        ]
+
+        def push(*tangents):
+            return jvp(f_flat, tuple(flat_x), tangents)
+
+        # Primal outputs do not depend on the tangents: out_axes None keeps them
+        # unbatched; the tangents' batch axis goes last (out.shape + (total,)).
+        out, t_out = vmap(push, out_axes=(None, -1), axis_size=total)(*basis)
+        if has_aux:
+            (out, aux), t_out = out, t_out[0]
         flat_out, out_tree = tree_util.tree_flatten(out)
-        per_in = []
-        for i, x in enumerate(flat_x):
-            cols = []
-            for k in range(int(np.prod(x.shape, dtype=np.int64))):
-                tangents = [_basis(x, k) if j == i else _zeros_like(y) for j, y in enumerate(flat_x)]
-                _, t_out = jvp(lambda *xs: f_flat(*xs)[0], tuple(flat_x), tuple(tangents))
-                cols.append(tree_util.tree_leaves(t_out))
-            per_in.append(cols)
         jac_leaves = []
-        for o, y in enumerate(flat_out):
-            row = [
-                _stack_jac([c[o] for c in per_in[i]], y.shape, x.shape, out_first=True)
-                for i, x in enumerate(flat_x)
-            ]
+        for y, t in zip(flat_out, tree_util.tree_leaves(t_out)):
+            nd = len(y.shape)
+            row = []
+            for x, a, b in zip(flat_x, starts, starts[1:]):
+                cols = lax.slice(t, (0,) * nd + (int(a),), tuple(y.shape) + (int(b),))
+                row.append(lax.reshape(cols, tuple(y.shape) + tuple(x.shape)))
             sub = tree_util.tree_unflatten(x_tree, row)
             jac_leaves.append(sub[0] if isinstance(argnums, int) else sub)
         jac = tree_util.tree_unflatten(out_tree, jac_leaves)
@@ -530,13 +550,27 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
 
 def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
-    """Jacobian by reverse mode: one VJP (of a single trace) per output element.
+    """Jacobian by reverse mode: the VJP of one trace, vmapped over an output basis.
+
+    One batched backward pass computes every row at once (no Python loop over the
+    output elements), so the traced program has the same size for any output size.
+
+    Args:
+        fun: function of pytrees of arrays.
+        argnums: int or tuple of ints: which positional arguments to differentiate.
+        has_aux: ``fun`` returns ``(out, aux)``; then ``(jacobian, aux)`` is returned.
+
+    Returns:
+        A function giving, for each output leaf, a pytree like the chosen argument(s)
+        whose leaves have shape ``out.shape + in.shape``.
 
     Example:
         >>> import fgrad, fgrad.numpy as fnp
         >>> fgrad.jacrev(lambda x: x * 2.0)(fnp.ones(2)).tolist()
         [[2.0, 0.0], [0.0, 2.0]]
     """
+    from fgrad.batching import vmap
+
     nums = _argnums_tuple(argnums)
 
     def jac_fun(*args):
@@ -552,19 +586,27 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
         out, vjp_fn = res[0], res[1]
         flat_out, out_tree = tree_util.tree_flatten(out)
         flat_x, x_tree = tree_util.tree_flatten(diff)
-        rows_per_out = []
-        for o, y in enumerate(flat_out):
-            rows = []
-            for k in range(int(np.prod(y.shape, dtype=np.int64))):
-                ct = [_basis(z, k) if j == o else _zeros_like(z) for j, z in enumerate(flat_out)]
-                rows.append(tree_util.tree_leaves(vjp_fn(tree_util.tree_unflatten(out_tree, ct))))
-            rows_per_out.append(rows)
+
+        # Row k of the identity, split into one cotangent per output leaf.
+        sizes = [int(np.prod(y.shape, dtype=np.int64)) for y in flat_out]
+        total, starts = sum(sizes), np.cumsum([0] + sizes)
+        eye = np.eye(total)
+        basis = [
+            Array(eye[:, a:b].astype(y.dtype).reshape((total, *y.shape)))
+            for y, a, b in zip(flat_out, starts, starts[1:])
+        ]
+
+        def pull(*cts):
+            return tree_util.tree_leaves(vjp_fn(tree_util.tree_unflatten(out_tree, list(cts))))
+
+        rows = vmap(pull, axis_size=total)(*basis)  # per input leaf: (total, *x.shape)
         jac_leaves = []
-        for o, y in enumerate(flat_out):
-            row = [
-                _stack_jac([r[i] for r in rows_per_out[o]], y.shape, x.shape, out_first=False)
-                for i, x in enumerate(flat_x)
-            ]
+        for y, a, b in zip(flat_out, starts, starts[1:]):
+            row = []
+            for x, r in zip(flat_x, rows):
+                nd = len(x.shape)
+                part = lax.slice(r, (int(a),) + (0,) * nd, (int(b),) + tuple(x.shape))
+                row.append(lax.reshape(part, tuple(y.shape) + tuple(x.shape)))
             sub = tree_util.tree_unflatten(x_tree, row)
             jac_leaves.append(sub[0] if isinstance(argnums, int) else sub)
         jac = tree_util.tree_unflatten(out_tree, jac_leaves)
@@ -573,15 +615,20 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     return jac_fun
 
 
-def hessian(fun: Callable, argnums=0) -> Callable:
-    """Hessian of scalar ``fun``: ``jacfwd(jacrev(fun))``.
+def hessian(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
+    """Hessian of scalar ``fun``: ``jacfwd(jacrev(fun))``, both vmapped (no Python loops).
+
+    Args:
+        fun: returns a real scalar (or ``(scalar, aux)`` with ``has_aux``).
+        argnums: int or tuple of ints: which positional arguments to differentiate.
+        has_aux: ``fun`` returns ``(value, aux)``; then ``(hessian, aux)`` is returned.
 
     Example:
         >>> import fgrad, fgrad.numpy as fnp
         >>> fgrad.hessian(lambda x: fnp.sum(x ** 3))(fnp.asarray([1.0, 2.0])).tolist()
         [[6.0, 0.0], [0.0, 12.0]]
     """
-    return jacfwd(jacrev(fun, argnums), argnums)
+    return jacfwd(jacrev(fun, argnums, has_aux=has_aux), argnums, has_aux=has_aux)
 
 
 def _tree_operands(tree):

@@ -181,6 +181,9 @@ class Case:
         jax: ``jax(*args, **params)`` with JAX's same-semantics counterpart, or None.
         examples: fraction of the hypothesis profile's ``max_examples`` to run (lower
             for expensive primitives).
+        forward, reverse: whether forward mode (jvp) / reverse mode (vjp) is defined;
+            ``while`` has no reverse mode and ``custom_vjp_call`` no forward mode (as in
+            JAX): using them must raise a clear error instead.
     """
 
     gen: Callable[[Draw], tuple[list, dict]]
@@ -189,6 +192,8 @@ class Case:
     second_order: bool = True
     jax: Callable | None = None
     examples: float = 1.0
+    forward: bool = True
+    reverse: bool = True
 
 
 CASES: dict[str, Case] = {}
@@ -794,3 +799,135 @@ CASES["bitcast_convert_type"] = Case(
     dtypes=(F32, F64, I32, U32),
     jax=lambda x, new_dtype: jlax.bitcast_convert_type(x, new_dtype),
 )
+
+
+# ---------------------------------------------------------------- higher-order primitives
+# Their params hold traced sub-jaxprs, so the generators trace a small function with the
+# public API and take the operands and params of the one equation of that primitive.
+
+
+def traced(fn: Callable, args: list, name: str) -> tuple[list, dict]:
+    """Operands and params of the ``name`` equation in ``make_jaxpr(fn)(*args)``."""
+    import fgrad
+    from fgrad.core import Array, Literal
+
+    closed = fgrad.make_jaxpr(fn)(*[Array(np.array(a)) for a in args])
+    env = dict(zip(closed.jaxpr.constvars, closed.consts))
+    env.update(zip(closed.jaxpr.invars, args))
+
+    def read(v):
+        return np.asarray(v.val if isinstance(v, Literal) else env[v])
+
+    for eqn in closed.jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        if eqn.primitive.name == name:
+            return ins, dict(eqn.params)
+        outs = eqn.primitive.bind(*[Array(np.array(a)) for a in ins], **eqn.params)
+        outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs))
+    raise LookupError(f"no {name} equation in\n{closed}")
+
+
+def _lax():
+    from fgrad import lax
+
+    return lax
+
+
+def _cond(d: Draw):
+    lax = _lax()
+    shape = d.shape(max_rank=2)
+    x, y, c = d.uniform(shape, -2, 2), d.uniform(shape, -2, 2), d.uniform(shape, -2, 2)
+    branches = [  # the third closes over an array: it becomes an operand (a const)
+        lambda x, y: (lax.mul(lax.sin(x), y), x),
+        lambda x, y: (lax.add(x, lax.cos(y)), lax.exp(y)),
+        lambda x, y: (lax.mul(x, c), lax.tanh(lax.mul(x, y))),
+    ][: d.int(1, 3)]
+    index = np.int32(d.int(-1, len(branches)))  # out of range: clamped, as in JAX
+    return traced(lambda i, x, y: lax.switch(i, branches, x, y), [index, x, y], "cond")
+
+
+def _scan(d: Draw):
+    lax = _lax()
+    shape = d.shape(max_rank=2)
+    length = d.int(0, 3)
+    w = d.uniform(shape, -1, 1)  # closed over: a const operand of the scan
+
+    def body(carry, x):
+        c, s = carry
+        c_new = lax.add(lax.mul(lax.sin(c), w), x)
+        return (c_new, lax.add(s, lax.mul(c, x))), lax.mul(c, lax.cos(x))
+
+    init = [d.uniform(shape, -1, 1), d.uniform(shape, -1, 1)]
+    xs = d.uniform((length,) + shape, -1, 1)
+    reverse = d.flag()
+    fn = lambda c, s, xs: lax.scan(body, (c, s), xs, reverse=reverse)  # noqa: E731
+    return traced(fn, [*init, xs], "scan")
+
+
+def _while(d: Draw):
+    lax = _lax()
+    shape = d.shape(max_rank=2)
+    trips = d.int(0, 3)
+
+    def body(state):
+        i, x = state
+        return lax.add(i, np.int32(1)), lax.add(lax.mul(lax.sin(x), 0.9), lax.mul(x, 0.3))
+
+    fn = lambda x: lax.while_loop(lambda s: lax.lt(s[0], np.int32(trips)), body, (np.int32(0), x))  # noqa: E731
+    return traced(fn, [d.uniform(shape, -1, 1)], "while")
+
+
+def _custom_fns():
+    """A custom_jvp and a custom_vjp function with correct rules, and a checkpoint."""
+    global _CUSTOM
+    if _CUSTOM is None:
+        import fgrad
+
+        lax = _lax()
+
+        @fgrad.custom_jvp
+        def softplus_mul(x, y):  # log(1 + e^x) * y
+            return lax.mul(lax.log1p(lax.exp(x)), y)
+
+        @softplus_mul.defjvp
+        def _(primals, tangents):
+            (x, y), (tx, ty) = primals, tangents
+            sp = lax.log1p(lax.exp(x))
+            return lax.mul(sp, y), lax.add(lax.mul(lax.mul(lax.logistic(x), y), tx), lax.mul(sp, ty))
+
+        @fgrad.custom_vjp
+        def sin_mul(x, y):  # sin(x) * y
+            return lax.mul(lax.sin(x), y)
+
+        def fwd(x, y):
+            return sin_mul(x, y), (x, y)
+
+        def bwd(res, ct):
+            x, y = res
+            return lax.mul(lax.mul(ct, lax.cos(x)), y), lax.mul(ct, lax.sin(x))
+
+        sin_mul.defvjp(fwd, bwd)
+        block = fgrad.checkpoint(lambda x, y: lax.add(lax.tanh(lax.mul(x, y)), lax.sin(x)))
+        _CUSTOM = {"custom_jvp_call": softplus_mul, "custom_vjp_call": sin_mul, "checkpoint": block}
+    return _CUSTOM
+
+
+_CUSTOM = None
+
+
+def _call(name: str) -> Callable:
+    def gen(d: Draw):
+        shape = d.shape(max_rank=2)
+        args = [d.uniform(shape, -2, 2), d.uniform(shape, -2, 2)]
+        return traced(_custom_fns()[name], args, name)
+
+    return gen
+
+
+CASES["cond"] = Case(_cond, examples=0.5)
+CASES["scan"] = Case(_scan, examples=0.5)
+CASES["while"] = Case(_while, reverse=False, examples=0.5)
+CASES["custom_jvp_call"] = Case(_call("custom_jvp_call"), examples=0.5)
+CASES["custom_vjp_call"] = Case(_call("custom_vjp_call"), forward=False, examples=0.5)
+CASES["checkpoint"] = Case(_call("checkpoint"), examples=0.5)

@@ -46,15 +46,31 @@ def jsum_sin(f):
     return lambda *xs: jnp.sum(jnp.sin(f(*xs)))
 
 
-def jit_eval(jf, *args):
+_JITTED: dict = {}
+
+
+def _jit(fn, key):
+    """``jax.jit(fn)``, reused across hypothesis examples when ``key`` names ``fn``.
+
+    jit caches compiles per function object, so a fresh lambda would recompile on
+    every example; the key (e.g. the op name and its static parameters) avoids that.
+    """
+    if key is None:
+        return jax.jit(fn)
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(fn)
+    return _JITTED[key]
+
+
+def jit_eval(jf, *args, key=None):
     """JAX's value of ``jf(*args)`` (jitted: one compile instead of one per op)."""
-    return np.asarray(jax.jit(jf)(*args))
+    return np.asarray(_jit(jf, key and ("value",) + key)(*args))
 
 
-def check_grad_vs_jax(f, jf, *args, argnums=0, rtol=1e-9, atol=1e-12):
+def check_grad_vs_jax(f, jf, *args, argnums=0, rtol=1e-9, atol=1e-12, key=None):
     """Gradient of sum(sin(f(...))) equals JAX's in float64 (and keeps the dtype)."""
     g = fgrad.grad(sum_sin(f), argnums=argnums)(*[fnp.asarray(a) for a in args])
-    jg = jax.jit(jax.grad(jsum_sin(jf), argnums=argnums))(*args)
+    jg = _jit(jax.grad(jsum_sin(jf), argnums=argnums), key and ("grad", argnums) + key)(*args)
     g, jg = (g, jg) if isinstance(argnums, tuple) else ((g,), (jg,))
     for a, b in zip(g, jg):
         check(a, np.asarray(b), rtol=rtol, atol=atol)
@@ -124,8 +140,8 @@ def test_unary_values_and_grads(name, data, dt):
     f, nf, jf = getattr(fnp, name), getattr(np, name), getattr(jnp, name)
     xd = x.astype(dt)
     check(f(xd), nf(xd))
-    check(f(fnp.asarray(xd)), jit_eval(jf, xd))
-    check_grad_vs_jax(f, jf, x)
+    check(f(fnp.asarray(xd)), jit_eval(jf, xd, key=(name,)))
+    check_grad_vs_jax(f, jf, x, key=(name,))
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "tanh"])
@@ -144,7 +160,9 @@ def test_clip(data):
     check(fnp.clip(x.astype(np.float32), lo, hi), np.clip(x.astype(np.float32), lo, hi))
     # Away from the clip bounds, the gradient is 1 inside and 0 outside (as JAX).
     x = np.where(np.abs(np.abs(x - 0.25) - 1.25) < 1e-3, 0.0, x)
-    check_grad_vs_jax(lambda v: fnp.clip(v, lo, hi), lambda v: jnp.clip(v, lo, hi), x)
+    check_grad_vs_jax(
+        lambda v: fnp.clip(v, lo, hi), lambda v: jnp.clip(v, lo, hi), x, key=("clip",)
+    )
 
 
 # ---------------------------------------------------------------- elementwise binary
@@ -173,8 +191,8 @@ def test_binary_broadcasting_values_and_grads(name, data, dt):
     # As a function of fgrad.numpy and as an operator on fgrad arrays.
     check(getattr(fnp, name)(xd, yd), nf(xd, yd))
     check(op(fnp.asarray(xd), fnp.asarray(yd)), nf(xd, yd))
-    check(op(fnp.asarray(xd), fnp.asarray(yd)), jit_eval(jf, xd, yd))
-    check_grad_vs_jax(op, jf, x, y, argnums=(0, 1))
+    check(op(fnp.asarray(xd), fnp.asarray(yd)), jit_eval(jf, xd, yd, key=(name,)))
+    check_grad_vs_jax(op, jf, x, y, argnums=(0, 1), key=(name,))
 
 
 @pytest.mark.parametrize(
@@ -235,9 +253,7 @@ def test_where(data):
     x, y = data.draw(arrays(sx)), data.draw(arrays(sy))
     check(fnp.where(c, x, y), np.where(c, x, y))
     check(fnp.where(c, x.astype(np.float32), 0.0), np.where(c, x.astype(np.float32), 0.0))
-    check_grad_vs_jax(
-        lambda a, b: fnp.where(c, a, b), lambda a, b: jnp.where(c, a, b), x, y, argnums=(0, 1)
-    )
+    check_grad_vs_jax(fnp.where, jnp.where, c, x, y, argnums=(1, 2), key=("where",))
 
 
 def test_isfinite_isnan_any_all():
@@ -288,7 +304,7 @@ def test_reductions(name, data, dt, keepdims):
     check(f(xd, axis=axis, keepdims=keepdims), nf(xd, axis=axis, keepdims=keepdims))
     check(
         f(fnp.asarray(xd), axis=axis, keepdims=keepdims),
-        jit_eval(lambda v: jf(v, axis=axis, keepdims=keepdims), xd),
+        jit_eval(lambda v: jf(v, axis=axis, keepdims=keepdims), xd, key=(name, axis, keepdims)),
     )
     if name == "std" and np.any(np.std(x, axis=axis) == 0):
         return  # the derivative of sqrt at 0 is infinite
@@ -297,6 +313,7 @@ def test_reductions(name, data, dt, keepdims):
         lambda v: jf(v, axis=axis, keepdims=keepdims),
         x,
         rtol=1e-8,
+        key=(name, axis, keepdims),
     )
 
 
@@ -341,7 +358,12 @@ def test_cumsum(data, dt):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(fnp.cumsum(xd), np.cumsum(xd))
     check(fnp.cumsum(xd, axis=axis), np.cumsum(xd, axis=axis))
-    check_grad_vs_jax(lambda v: fnp.cumsum(v, axis=axis), lambda v: jnp.cumsum(v, axis=axis), x)
+    check_grad_vs_jax(
+        lambda v: fnp.cumsum(v, axis=axis),
+        lambda v: jnp.cumsum(v, axis=axis),
+        x,
+        key=("cumsum", axis),
+    )
     check(fnp.cumsum(np.array([1, 2, 3], np.int32)), np.cumsum(np.array([1, 2, 3], np.int32)))
 
 
@@ -353,7 +375,9 @@ def test_sort(data, dt):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(fnp.sort(xd), np.sort(xd))
     check(fnp.sort(xd, axis=axis), np.sort(xd, axis=axis))
-    check_grad_vs_jax(lambda v: fnp.sort(v, axis=axis), lambda v: jnp.sort(v, axis=axis), x)
+    check_grad_vs_jax(
+        lambda v: fnp.sort(v, axis=axis), lambda v: jnp.sort(v, axis=axis), x, key=("sort", axis)
+    )
     check(fnp.sort(xd, axis=None), np.sort(xd, axis=None))
 
 

@@ -23,7 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC_PATH = os.path.join(ROOT, "docs", "primitives.md")
 
 # Modules outside ``fgrad.lax`` that may declare primitives (imported when present).
-EXTRA_PRIMITIVE_MODULES = ("fgrad.random", "fgrad.ad", "fgrad.batching", "fgrad.jit")
+EXTRA_PRIMITIVE_MODULES = (
+    "fgrad.random",
+    "fgrad.ad",
+    "fgrad.custom_derivatives",
+    "fgrad.batching",
+    "fgrad.jit",
+)
 
 
 def load_primitives() -> dict[str, str]:

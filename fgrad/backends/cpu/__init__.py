@@ -8,15 +8,14 @@ dispatcher call ~0.5 us); primitives with a dedicated Numba kernel in
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from fgrad.backends import reference
 from fgrad.core import Primitive
 
-#: Primitive name -> Numba-backed kernel with the reference impl's signature.
-KERNELS: dict[str, Callable] = {}
+from fgrad.backends.cpu.kernels import KERNELS  # name -> kernel with the impl's signature
 
 
 def run(prim: Primitive, vals: Sequence[np.ndarray], params: dict[str, Any]) -> list[np.ndarray]:

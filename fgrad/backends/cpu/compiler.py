@@ -378,8 +378,11 @@ class Program:
 
 
 def _bind_impl(eqn: Eqn):
-    """The primitive's NumPy kernel with its params bound, checking the output dtype."""
-    impl, params = eqn.primitive.impl, dict(eqn.params)
+    """The primitive's CPU kernel (Numba where one exists, else its NumPy impl) with its
+    params bound, checking the output dtype."""
+    from fgrad.backends.cpu.kernels import KERNELS
+
+    impl, params = KERNELS.get(eqn.primitive.name, eqn.primitive.impl), dict(eqn.params)
     avals = [v.aval for v in eqn.outvars]
     if eqn.primitive.multiple_results:
         def run(*xs):
