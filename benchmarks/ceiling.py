@@ -26,15 +26,24 @@ def _mlp_matmuls():
 
     x, w1, w2, w3 = a(128, 784), a(784, 512), a(512, 512), a(512, 10)
     h1, h2, d1, d2, d3 = a(128, 512), a(128, 512), a(128, 512), a(128, 512), a(128, 10)
-    outs = [np.empty(s, np.float32) for s in [(128, 512), (128, 512), (128, 10),
-                                               (784, 512), (512, 512), (512, 10),
-                                               (128, 512), (128, 512)]]
-    pairs = [(x, w1), (h1, w2), (h2, w3), (x.T, d1), (h1.T, d2), (h2.T, d3),
-             (d3, w3.T), (d2, w2.T)]
+    outs = [
+        np.empty(s, np.float32)
+        for s in [
+            (128, 512),
+            (128, 512),
+            (128, 10),
+            (784, 512),
+            (512, 512),
+            (512, 10),
+            (128, 512),
+            (128, 512),
+        ]
+    ]
+    pairs = [(x, w1), (h1, w2), (h2, w3), (x.T, d1), (h1.T, d2), (h2.T, d3), (d3, w3.T), (d2, w2.T)]
     flops = sum(2 * p.shape[0] * p.shape[1] * q.shape[1] for p, q in pairs)
 
     def run():
-        for (p, q), o in zip(pairs, outs):
+        for (p, q), o in zip(pairs, outs, strict=True):
             np.matmul(p, q, out=o)
 
     return run, flops

@@ -57,8 +57,9 @@ def build(workload, params0: dict, data, mode: str):
 
     def lstm_loss(p, x, y):
         n, hid = x.shape[0], LSTM_HIDDEN
-        xw = anp.reshape(anp.dot(anp.reshape(x, (n * LSTM_STEPS, -1)), p["wx"]),
-                         (n, LSTM_STEPS, 4 * hid))
+        xw = anp.reshape(
+            anp.dot(anp.reshape(x, (n * LSTM_STEPS, -1)), p["wx"]), (n, LSTM_STEPS, 4 * hid)
+        )
         h = np.zeros((n, hid), np.float32)
         c = np.zeros((n, hid), np.float32)
         for t in range(LSTM_STEPS):
@@ -71,9 +72,7 @@ def build(workload, params0: dict, data, mode: str):
             h = o * anp.tanh(c)
         return anp.mean((anp.dot(h, p["p_w"]) + p["p_b"] - y) ** 2)
 
-    loss_fn = {"xor": xor_loss, "mlp": mlp_loss, "cnn": cnn_loss, "lstm": lstm_loss}[
-        workload.name
-    ]
+    loss_fn = {"xor": xor_loss, "mlp": mlp_loss, "cnn": cnn_loss, "lstm": lstm_loss}[workload.name]
     vg = autograd.value_and_grad(loss_fn)
 
     def sgd_step(p, state, x, y):
@@ -89,8 +88,11 @@ def build(workload, params0: dict, data, mode: str):
 
     def init():
         params = {k: v.copy() for k, v in params0.items()}
-        state = {"t": 0, "mu": {k: np.zeros_like(v) for k, v in params.items()},
-                 "nu": {k: np.zeros_like(v) for k, v in params.items()}}
+        state = {
+            "t": 0,
+            "mu": {k: np.zeros_like(v) for k, v in params.items()},
+            "nu": {k: np.zeros_like(v) for k, v in params.items()},
+        }
         return params, state
 
     x, y = data

@@ -11,9 +11,8 @@ import numpy as np
 
 import fgrad
 import fgrad.numpy as fnp
-from fgrad import lax
-
 from benchmarks.workloads import ADAM, LSTM_HIDDEN, LSTM_STEPS, SGD_LR
+from fgrad import lax
 
 # ------------------------------------------------------------------ activations
 
@@ -148,8 +147,10 @@ def _adam():
 
 
 def _from_optim(kind: str):
-    opt = _OPTIM.sgd(SGD_LR) if kind == "sgd" else _OPTIM.adam(
-        ADAM["lr"], b1=ADAM["b1"], b2=ADAM["b2"], eps=ADAM["eps"]
+    opt = (
+        _OPTIM.sgd(SGD_LR)
+        if kind == "sgd"
+        else _OPTIM.adam(ADAM["lr"], b1=ADAM["b1"], b2=ADAM["b2"], eps=ADAM["eps"])
     )
 
     def update(params, grads, state):

@@ -60,9 +60,7 @@ def build(workload, params0: dict, data, mode: str):
             h = o * jnp.tanh(c)
         return jnp.mean((h @ p["p_w"] + p["p_b"] - y) ** 2)
 
-    loss_fn = {"xor": xor_loss, "mlp": mlp_loss, "cnn": cnn_loss, "lstm": lstm_loss}[
-        workload.name
-    ]
+    loss_fn = {"xor": xor_loss, "mlp": mlp_loss, "cnn": cnn_loss, "lstm": lstm_loss}[workload.name]
     opt = _optax(workload.optimizer)
     vg = jax.value_and_grad(loss_fn)
 
@@ -115,8 +113,7 @@ def _jnp_optimizer(kind: str):
     lr, b1, b2, eps = ADAM["lr"], ADAM["b1"], ADAM["b2"], ADAM["eps"]
 
     def init(params):
-        return (jnp.zeros((), jnp.float32), tm(jnp.zeros_like, params),
-                tm(jnp.zeros_like, params))
+        return (jnp.zeros((), jnp.float32), tm(jnp.zeros_like, params), tm(jnp.zeros_like, params))
 
     def update(grads, state, params=None):
         count, mu, nu = state

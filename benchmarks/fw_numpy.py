@@ -42,9 +42,12 @@ def _mlp_grads(p, x, y):
     dz2 = (dl @ p["l3_w"].T) * (z2 > 0)
     dz1 = (dz2 @ p["l2_w"].T) * (z1 > 0)
     grads = {
-        "l3_w": h2.T @ dl, "l3_b": dl.sum(0),
-        "l2_w": h1.T @ dz2, "l2_b": dz2.sum(0),
-        "l1_w": x.T @ dz1, "l1_b": dz1.sum(0),
+        "l3_w": h2.T @ dl,
+        "l3_b": dl.sum(0),
+        "l2_w": h1.T @ dz2,
+        "l2_b": dz2.sum(0),
+        "l1_w": x.T @ dz1,
+        "l1_b": dz1.sum(0),
     }
     return loss, grads
 
@@ -79,8 +82,11 @@ def build(workload, params0: dict, data, mode: str):
 
     def init():
         params = {k: v.copy() for k, v in params0.items()}
-        state = {"t": 0, "mu": {k: np.zeros_like(v) for k, v in params.items()},
-                 "nu": {k: np.zeros_like(v) for k, v in params.items()}}
+        state = {
+            "t": 0,
+            "mu": {k: np.zeros_like(v) for k, v in params.items()},
+            "nu": {k: np.zeros_like(v) for k, v in params.items()},
+        }
         return params, state
 
     x, y = data

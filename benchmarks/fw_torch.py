@@ -1,6 +1,7 @@
 """PyTorch eager column: the same models in torch ops, ``torch.optim.SGD``/``Adam``.
 
-Threads are pinned to ``THREADS`` (the machine's cores, as BLAS and XLA use). Images are
+Threads are pinned to ``THREADS``: ``BENCH_THREADS`` when set (``run --threads``), else
+the machine's cores, as OpenBLAS and XLA use by default. Images are
 NCHW here: the HWIO conv kernels are permuted to OIHW and the first dense kernel's rows
 reordered to NCHW flattening once, at set-up, so the function computed is identical. The
 LSTM cell is written out (the same math as the other columns), not ``torch.nn.LSTM``.
@@ -12,7 +13,7 @@ import os
 
 from benchmarks.workloads import ADAM, LSTM_HIDDEN, LSTM_STEPS, SGD_LR, cnn_dense_rows_nchw
 
-THREADS = os.cpu_count() or 1
+THREADS = int(os.environ.get("BENCH_THREADS") or os.cpu_count() or 1)
 
 
 def _to_torch_layout(name: str, params0: dict) -> dict:

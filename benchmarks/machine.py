@@ -12,15 +12,41 @@ import sys
 #: Variables that force an old OpenBLAS kernel on some machines; unset for our runs.
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
-PACKAGES = ("numpy", "numba", "llvmlite", "jax", "jaxlib", "optax", "torch", "autograd",
-            "threadpoolctl", "psutil")
+PACKAGES = (
+    "numpy",
+    "numba",
+    "llvmlite",
+    "jax",
+    "jaxlib",
+    "optax",
+    "torch",
+    "autograd",
+    "threadpoolctl",
+    "psutil",
+)
 
 
-def bench_env(base: dict | None = None) -> dict:
-    """The environment for benchmark subprocesses: ``base`` without the OpenBLAS overrides."""
+def bench_env(base: dict | None = None, threads: int | None = None) -> dict:
+    """The environment for benchmark subprocesses: ``base`` without the OpenBLAS overrides.
+
+    With ``threads``, every framework is limited to that many threads: BLAS/OpenMP
+    variables, Numba, PyTorch (``BENCH_THREADS``) and, for one thread, XLA's CPU client.
+    """
     env = dict(os.environ if base is None else base)
     for name in OPENBLAS_OVERRIDES:
         env.pop(name, None)
+    if threads:
+        for name in (
+            "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMBA_NUM_THREADS",
+            "BENCH_THREADS",
+        ):
+            env[name] = str(threads)
+        if threads == 1:
+            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
     return env
 
 

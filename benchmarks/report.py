@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import statistics
-
 LOSS_RTOL = 1e-3
 LOSS_REFERENCE_ORDER = ("jax-jit", "torch", "numpy", "fgrad-jit")
 
@@ -83,7 +81,8 @@ def check_losses(results: dict) -> list[str]:
             continue
         ref = have[ref_name]["losses"]
         for fw, cell in have.items():
-            diffs = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(cell["losses"], ref)]
+            pairs = zip(cell["losses"], ref, strict=False)
+            diffs = [abs(a - b) / max(abs(b), 1e-12) for a, b in pairs]
             worst = max(diffs) if diffs else 0.0
             cell["loss_reference"] = ref_name
             cell["loss_rel_diff"] = worst
@@ -135,15 +134,25 @@ def targets(results: dict, ceiling: dict | None, compile_probe: dict) -> list[tu
     rows = []
     for wl in results:
         v = r[wl]["fgrad-jit/best-peer"]
-        rows.append((f"`{wl}` jit faster than the faster of JAX-jit and PyTorch",
-                     fmt_ratio(v), _verdict(v, 1.0)))
+        rows.append(
+            (
+                f"`{wl}` jit faster than the faster of JAX-jit and PyTorch",
+                fmt_ratio(v),
+                _verdict(v, 1.0),
+            )
+        )
     if "xor" in r:
         v = r["xor"]["fgrad-jit/jax-jit"]
         rows.append(("`xor` jit >= 2x JAX-jit", fmt_ratio(v), _verdict(v, 2.0)))
     if "mlp" in r and "fgrad-jit/matmuls" in r["mlp"]:
         v = r["mlp"]["fgrad-jit/matmuls"]
-        rows.append(("`mlp` jit >= 90% of its eight matmuls alone (NumPy, same threads)",
-                     "—" if v is None else f"{100 * v:.0f}%", _verdict(v, 0.9)))
+        rows.append(
+            (
+                "`mlp` jit >= 90% of its eight matmuls alone (NumPy, same threads)",
+                "—" if v is None else f"{100 * v:.0f}%",
+                _verdict(v, 0.9),
+            )
+        )
     for wl in ("xor", "mlp"):
         if wl in r:
             v = r[wl]["fgrad-eager/torch"]
@@ -151,14 +160,28 @@ def targets(results: dict, ceiling: dict | None, compile_probe: dict) -> list[tu
     if "mlp" in results:
         cold = (results["mlp"].get("fgrad-jit") or {}).get("first_call_s")
         disk = (compile_probe.get("mlp") or {}).get("first_call_s")
-        rows.append(("`mlp` compile < 3 s cold", "—" if cold is None else f"{cold:.2f} s",
-                     _verdict(cold, 3.0, higher_is_better=False)))
-        rows.append(("`mlp` compile < 0.5 s from the disk cache (new process)",
-                     "—" if disk is None else f"{disk:.2f} s",
-                     _verdict(disk, 0.5, higher_is_better=False)))
+        rows.append(
+            (
+                "`mlp` compile < 3 s cold",
+                "—" if cold is None else f"{cold:.2f} s",
+                _verdict(cold, 3.0, higher_is_better=False),
+            )
+        )
+        rows.append(
+            (
+                "`mlp` compile < 0.5 s from the disk cache (new process)",
+                "—" if disk is None else f"{disk:.2f} s",
+                _verdict(disk, 0.5, higher_is_better=False),
+            )
+        )
     if "lstm" in results:
-        rows.append(("`lstm` uses `lax.scan`", "unrolled (32 steps traced out)",
-                     "pending: `lax.scan` does not exist yet"))
+        rows.append(
+            (
+                "`lstm` uses `lax.scan`",
+                "unrolled (32 steps traced out)",
+                "pending: `lax.scan` does not exist yet",
+            )
+        )
     return rows
 
 
@@ -177,8 +200,10 @@ def _first_blas(ceiling: dict | None) -> str:
     parts = []
     for d in ceiling.get("blas", []):
         if d.get("user_api") == "blas":
-            parts.append(f"{d.get('internal_api')} {d.get('version')} "
-                         f"(kernel `{d.get('architecture')}`, {d.get('num_threads')} threads)")
+            parts.append(
+                f"{d.get('internal_api')} {d.get('version')} "
+                f"(kernel `{d.get('architecture')}`, {d.get('num_threads')} threads)"
+            )
     return "; ".join(parts) or "unknown"
 
 
@@ -201,12 +226,14 @@ def markdown(run: dict) -> str:
         f"- Versions: Python {v['python']}, numpy {v['numpy']}, numba {v['numba']} / llvmlite "
         f"{v['llvmlite']}, jax {v['jax']} / jaxlib {v['jaxlib']}, optax {v['optax']}, "
         f"torch {v['torch']}, autograd {v['autograd']}.",
-        f"- BLAS used by NumPy (threadpoolctl, in the benchmark processes): {_first_blas(ceiling)}. "
+        f"- BLAS used by NumPy (threadpoolctl, in the benchmark processes): "
+        f"{_first_blas(ceiling)}. "
         f"OpenBLAS overrides in the calling environment: "
         f"{_overrides(info['openblas_overrides_in_parent_env'])}; unset for every benchmark "
         "process.",
         f"- Timing: median of {run['repeats']} blocks of >= {run['min_time']:g} s each, after "
-        f"a 0.5 s warm-up; each block starts from the initial parameters. fgrad optimizer: "
+        f"a 0.5 s warm-up; each block starts from the initial parameters. Threads: "
+        f"{_threads(run)}. fgrad optimizer: "
         f"{run.get('fgrad_optimizer', '?')}; JAX optimizer: {run.get('jax_optimizer', '?')}.",
         "",
     ]
@@ -220,11 +247,26 @@ def markdown(run: dict) -> str:
 
     lines += ["### Ratios (fgrad ÷ peer, steps/s; > 1 means fgrad is faster)", ""]
     r = ratios(results, ceiling)
-    rows = [[f"`{wl}`", fmt_ratio(x["fgrad-jit/jax-jit"]), fmt_ratio(x["fgrad-jit/torch"]),
-             fmt_ratio(x["fgrad-jit/best-peer"]), fmt_ratio(x["fgrad-eager/torch"])]
-            for wl, x in r.items()]
-    lines += _table(["workload", "fgrad jit / JAX jit", "fgrad jit / PyTorch",
-                     "fgrad jit / best of both", "fgrad eager / PyTorch eager"], rows) + [""]
+    rows = [
+        [
+            f"`{wl}`",
+            fmt_ratio(x["fgrad-jit/jax-jit"]),
+            fmt_ratio(x["fgrad-jit/torch"]),
+            fmt_ratio(x["fgrad-jit/best-peer"]),
+            fmt_ratio(x["fgrad-eager/torch"]),
+        ]
+        for wl, x in r.items()
+    ]
+    lines += _table(
+        [
+            "workload",
+            "fgrad jit / JAX jit",
+            "fgrad jit / PyTorch",
+            "fgrad jit / best of both",
+            "fgrad eager / PyTorch eager",
+        ],
+        rows,
+    ) + [""]
 
     if ceiling and "default" in ceiling:
         lines += _ceiling_section(ceiling, results) + [""]
@@ -232,28 +274,40 @@ def markdown(run: dict) -> str:
     rows = []
     for wl, cells in results.items():
         fj, jj = cells.get("fgrad-jit") or {}, cells.get("jax-jit") or {}
-        rows.append([f"`{wl}`", _fmt_s(fj.get("first_call_s")),
-                     _fmt_s((probe.get(wl) or {}).get("first_call_s")),
-                     _fmt_s(jj.get("first_call_s"))])
-    lines += _table(["workload", "fgrad jit, cold cache", "fgrad jit, disk cache (new process)",
-                     "JAX jit"], rows) + [""]
+        rows.append(
+            [
+                f"`{wl}`",
+                _fmt_s(fj.get("first_call_s")),
+                _fmt_s((probe.get(wl) or {}).get("first_call_s")),
+                _fmt_s(jj.get("first_call_s")),
+            ]
+        )
+    lines += _table(
+        ["workload", "fgrad jit, cold cache", "fgrad jit, disk cache (new process)", "JAX jit"],
+        rows,
+    ) + [""]
     rows = [[f"`{wl}`"] + [_rss(cells.get(f)) for f in cols] for wl, cells in results.items()]
     lines += ["Peak RSS of each cell's process (MiB; includes importing the framework):", ""]
     lines += _table(["workload"] + [COLUMNS[f] for f in cols], rows) + [""]
 
-    lines += [f"### Loss agreement (losses of the first {run['check_steps']} steps from the same "
-              f"parameters; max relative difference from the reference column, tolerance "
-              f"{LOSS_RTOL:g})", ""]
+    lines += [
+        f"### Loss agreement (losses of the first {run['check_steps']} steps from the same "
+        f"parameters; max relative difference from the reference column, tolerance "
+        f"{LOSS_RTOL:g})",
+        "",
+    ]
     rows = []
     for wl, cells in results.items():
-        ref = next((c.get("loss_reference") for c in cells.values() if c and
-                    c.get("loss_reference")), None)
+        ref = next(
+            (c.get("loss_reference") for c in cells.values() if c and c.get("loss_reference")), None
+        )
         rows.append([f"`{wl}`", COLUMNS.get(ref, "—")] + [_loss(cells.get(f)) for f in cols])
     lines += _table(["workload", "reference"] + [COLUMNS[f] for f in cols], rows) + [""]
 
     lines += ["### Targets (issue 4)", ""]
-    lines += _table(["target", "measured", "verdict"],
-                    [list(t) for t in targets(results, ceiling, probe)]) + ["", END]
+    lines += _table(
+        ["target", "measured", "verdict"], [list(t) for t in targets(results, ceiling, probe)]
+    ) + ["", END]
     return "\n".join(lines)
 
 
@@ -263,21 +317,51 @@ def _ceiling_section(ceiling: dict, results: dict) -> list[str]:
     fj = rate((results.get("mlp") or {}).get("fgrad-jit"))
     jj = rate((results.get("mlp") or {}).get("jax-jit"))
     lines = ["### The BLAS ceiling", ""]
-    rows = [["float32 GEMM 1024x1024x1024", f"{d['gemm_gflops']:.0f} GFLOP/s",
-             f"{one['gemm_gflops']:.0f} GFLOP/s" if one else "—"],
-            ["`mlp` step's 8 matmuls alone (NumPy, `out=`, transposed views)",
-             f"{fmt_rate(d['mlp_matmuls_steps_per_s'])} steps/s "
-             f"({d['mlp_matmuls_gflops']:.0f} GFLOP/s)",
-             f"{fmt_rate(one['mlp_matmuls_steps_per_s'])} steps/s" if one else "—"]]
+    rows = [
+        [
+            "float32 GEMM 1024x1024x1024",
+            f"{d['gemm_gflops']:.0f} GFLOP/s",
+            f"{one['gemm_gflops']:.0f} GFLOP/s" if one else "—",
+        ],
+        [
+            "`mlp` step's 8 matmuls alone (NumPy, `out=`, transposed views)",
+            f"{fmt_rate(d['mlp_matmuls_steps_per_s'])} steps/s "
+            f"({d['mlp_matmuls_gflops']:.0f} GFLOP/s)",
+            f"{fmt_rate(one['mlp_matmuls_steps_per_s'])} steps/s" if one else "—",
+        ],
+    ]
     for name, v in (("fgrad jit", fj), ("JAX jit", jj)):
         if v is not None:
-            rows.append([f"`mlp` full step, {name}",
-                         f"{fmt_rate(v)} steps/s ({v * flops / 1e9:.0f} GFLOP/s of matmul work, "
-                         f"{100 * v / d['mlp_matmuls_steps_per_s']:.0f}% of the matmuls alone)",
-                         ""])
+            rows.append(
+                [
+                    f"`mlp` full step, {name}",
+                    f"{fmt_rate(v)} steps/s ({v * flops / 1e9:.0f} GFLOP/s of matmul work, "
+                    f"{100 * v / d['mlp_matmuls_steps_per_s']:.0f}% of the matmuls alone)",
+                    "",
+                ]
+            )
     lines += _table(["", "BLAS default threads", "1 thread"], rows)
     lines += ["", f"The eight matmuls are {flops / 1e6:.0f} MFLOP per step."]
     return lines
+
+
+def _threads(run: dict) -> str:
+    if run.get("threads"):
+        return f"limited to {run['threads']} in every framework (`--threads`)"
+    cells = [c for cs in run["results"].values() for c in cs.values()]
+    torch = next((c["torch_threads"] for c in cells if c and "torch_threads" in c), None)
+    blas = next(
+        (
+            d.get("num_threads")
+            for d in (run.get("ceiling") or {}).get("blas", [])
+            if d.get("user_api") == "blas"
+        ),
+        None,
+    )
+    return (
+        f"each framework's default on {run['machine']['cores']} cores (OpenBLAS {blas}, "
+        f"XLA's CPU pool, `torch.set_num_threads({torch})`; fgrad's Numba kernels serial)"
+    )
 
 
 def _rss(cell):
@@ -306,7 +390,3 @@ def splice(existing: str | None, generated: str, template: str) -> str:
         _, tail = rest.split(END, 1)
         return head + generated + tail
     return template.replace("{generated}", generated)
-
-
-def median(xs):
-    return statistics.median(xs) if xs else None

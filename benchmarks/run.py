@@ -102,17 +102,31 @@ def available_frameworks(requested: list[str]) -> dict[str, str]:
 
 
 def run_worker(args, workload: str, framework: str, env: dict, extra=()) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.worker", "--workload", workload,
-           "--framework", framework, "--min-time", str(args.min_time),
-           "--repeats", str(args.repeats), "--check-steps", str(args.check_steps), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        "--workload",
+        workload,
+        "--framework",
+        framework,
+        "--min-time",
+        str(args.min_time),
+        "--repeats",
+        str(args.repeats),
+        "--check-steps",
+        str(args.check_steps),
+        *extra,
+    ]
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=args.timeout)
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {args.timeout} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
-            result = json.loads(line[len(RESULT_TAG):])
+            result = json.loads(line[len(RESULT_TAG) :])
             if "error" in result:
                 sys.stderr.write(f"--- {workload}/{framework} failed:\n{proc.stderr[-4000:]}\n")
             return result
@@ -121,18 +135,22 @@ def run_worker(args, workload: str, framework: str, env: dict, extra=()) -> dict
     return {"error": tail[-1] if tail else f"exit status {proc.returncode}"}
 
 
-def _env() -> dict:
-    env = machine.bench_env()
+def _env(threads: int | None) -> dict:
+    env = machine.bench_env(threads=threads)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
     return env
 
 
 def run_all(args, frameworks: dict[str, str]) -> dict:
-    base_env = _env()
+    base_env = _env(args.threads)
     results: dict = {wl: {} for wl in args.workloads}
     probe: dict = {}
-    cells = [(wl, fw) for wl in args.workloads for fw in frameworks
-             if not frameworks[fw] and not (fw == "numpy" and wl not in NUMPY_WORKLOADS)]
+    cells = [
+        (wl, fw)
+        for wl in args.workloads
+        for fw in frameworks
+        if not frameworks[fw] and not (fw == "numpy" and wl not in NUMPY_WORKLOADS)
+    ]
     ceiling = None
     if "mlp" in args.workloads or args.ceiling:
         _log("ceiling: mlp matmuls alone and GEMM GFLOP/s")
@@ -149,8 +167,10 @@ def run_all(args, frameworks: dict[str, str]) -> dict:
             results[wl][fw] = cell
             if fw == "fgrad-jit" and "error" not in cell:
                 probe[wl] = run_worker(args, wl, fw, env, extra=("--first-call-only",))
-            _log(f"[{i}/{len(cells)}] {wl:4s} {fw:11s} {report.cell_text(cell):>24s}"
-                 f"  ({time.perf_counter() - t0:.1f} s)")
+            _log(
+                f"[{i}/{len(cells)}] {wl:4s} {fw:11s} {report.cell_text(cell):>24s}"
+                f"  ({time.perf_counter() - t0:.1f} s)"
+            )
     finally:
         for d in tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
@@ -177,13 +197,28 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="fgrad training-step benchmarks")
     p.add_argument("--workloads", default="xor,mlp,cnn,lstm")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    p.add_argument("--min-time", type=float, default=None,
-                   help="seconds per timed block (default 2.0; 0.25 with --quick)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed blocks per cell, median reported (default 3; 2 with --quick)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        help="seconds per timed block (default 2.0; 0.25 with --quick)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed blocks per cell, median reported (default 3; 2 with --quick)",
+    )
     p.add_argument("--check-steps", type=int, default=CHECK_STEPS)
     p.add_argument("--quick", action="store_true", help="fast smoke run (short blocks)")
     p.add_argument("--ceiling", action="store_true", help="time the BLAS ceiling without mlp")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit every framework to N threads (default: each one's default, "
+        "the machine's cores)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per cell")
     p.add_argument("--out", help="write the Markdown page here (e.g. docs/performance.md)")
     p.add_argument("--json", help="also write every raw result as JSON here")
@@ -208,10 +243,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     run = run_all(args, frameworks)
     run.update(
-        machine=info, frameworks=frameworks, quick=args.quick, min_time=args.min_time,
-        repeats=args.repeats, check_steps=args.check_steps,
-        command="python -m benchmarks.run " + " ".join((argv if argv is not None else sys.argv[1:])),
-        fgrad_optimizer=_note(run["results"], "fgrad"), jax_optimizer=_note(run["results"], "jax"),
+        machine=info,
+        frameworks=frameworks,
+        quick=args.quick,
+        min_time=args.min_time,
+        repeats=args.repeats,
+        check_steps=args.check_steps,
+        threads=args.threads,
+        command=" ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)]),
+        fgrad_optimizer=_note(run["results"], "fgrad"),
+        jax_optimizer=_note(run["results"], "jax"),
     )
     run["loadavg_end"] = machine.describe()["loadavg"]
     problems = report.check_losses(run["results"])

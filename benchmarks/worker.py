@@ -66,7 +66,8 @@ def run_cell(args) -> dict:
     bench = module.build(wl, workloads.init_params(wl.name), workloads.make_data(wl.name), mode)
     result["import_and_build_s"] = time.perf_counter() - t_import
     result.update(_framework_notes(args.framework, module))
-    first, losses = timing.first_call_and_losses(bench, 1 if args.first_call_only else args.check_steps)
+    n_check = 1 if args.first_call_only else args.check_steps
+    first, losses = timing.first_call_and_losses(bench, n_check)
     result["first_call_s"] = first
     jitted = bench.get("jitted")
     if jitted is not None and hasattr(jitted, "compile_time"):

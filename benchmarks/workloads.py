@@ -30,9 +30,7 @@ class Workload:
 
 
 WORKLOADS: dict[str, Workload] = {
-    "xor": Workload(
-        "xor", "MLP 2-8-1 tanh/sigmoid, MSE, batch 4, SGD lr 0.1", "sgd", 4
-    ),
+    "xor": Workload("xor", "MLP 2-8-1 tanh/sigmoid, MSE, batch 4, SGD lr 0.1", "sgd", 4),
     "mlp": Workload(
         "mlp", "MLP 784-512-512-10 ReLU, softmax cross-entropy, batch 128, Adam", "adam", 128
     ),
@@ -73,8 +71,11 @@ def init_params(name: str) -> dict[str, np.ndarray]:
     if name == "xor":
         return {**_dense(rng, 2, 8, "l1_"), **_dense(rng, 8, 1, "l2_")}
     if name == "mlp":
-        return {**_dense(rng, 784, 512, "l1_"), **_dense(rng, 512, 512, "l2_"),
-                **_dense(rng, 512, 10, "l3_")}
+        return {
+            **_dense(rng, 784, 512, "l1_"),
+            **_dense(rng, 512, 512, "l2_"),
+            **_dense(rng, 512, 10, "l3_"),
+        }
     if name == "cnn":
         return {
             "c1_w": _glorot(rng, (3, 3, 1, 16), 9 * 1, 9 * 16),

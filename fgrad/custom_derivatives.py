@@ -332,3 +332,24 @@ def print_saved_residuals(fun: Callable, *args) -> None:
         print(f"{typ} {nbytes} bytes  {kind}  ({where})")
     print(f"total: {len(rows)} arrays, {sum(r[2] for r in rows)} bytes")
 
+
+
+# ---------------------------------------------------------------- batching
+# Under vmap the call is mapped through its body; a grad taken inside the vmap still
+# sees the call primitive (and its custom rule), because vjp/jvp trace above vmap.
+
+
+def _call_batch(prim: Primitive):
+    def rule(args, dims, *, call_jaxpr, **params):
+        from fgrad.batching import vmap
+
+        outs = vmap(lambda *a: eval_jaxpr(call_jaxpr, [], *a), in_axes=tuple(dims),
+                    out_axes=0)(*args)
+        return list(outs), [0] * len(outs)
+
+    prim.def_batch(rule)
+
+
+for _prim in (custom_jvp_call_p, custom_vjp_call_p, remat_p):
+    _call_batch(_prim)
+del _prim

@@ -86,30 +86,38 @@ class JittedFunction:
 
     # ------------------------------------------------------------ call path
     def __call__(self, *args, **kwargs):
-        static_pos = self.static_argnums
-        static_kw = {k: kwargs[k] for k in self.static_argnames if k in kwargs}
-        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_kw}
-        dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
+        if kwargs or self.static_argnums:
+            static_pos = self.static_argnums
+            static_kw = {k: kwargs[k] for k in self.static_argnames if k in kwargs}
+            dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_kw}
+            dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
+            static_key = _hashable_static(
+                tuple((i, args[i]) for i in static_pos if i < len(args)), static_kw, self.fun
+            )
+        else:  # the common case: every argument is dynamic
+            static_kw, dyn_kwargs, dyn_args, static_key = {}, {}, list(args), None
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
-        if any(isinstance(x, Tracer) for x in leaves):
-            # Inside another transformation: inline, so it sees the primitives.
-            return self.fun(*args, **kwargs)
-        vals = [_leaf_value(x) for x in leaves]
-        static_vals = tuple((i, args[i]) for i in static_pos if i < len(args))
-        key = (
-            in_tree,
-            tuple((v.shape, v.dtype) for v in vals),
-            _hashable_static(static_vals, static_kw, self.fun),
-            self.backend or config.default_backend,
-        )
+        vals = []
+        sig = []
+        for x in leaves:
+            if type(x) is Array:
+                v = x._v
+            elif isinstance(x, Tracer):
+                # Inside another transformation: inline, so it sees the primitives.
+                return self.fun(*args, **kwargs)
+            else:
+                v = _leaf_value(x)
+            vals.append(v)
+            sig.append((v.shape, v.dtype))
+        key = (in_tree, tuple(sig), static_key, self.backend or config.default_backend)
         entry = self._cache.get(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, in_tree, vals, static_kw)
-        else:
-            self._cache.move_to_end(key)
+        elif len(self._cache) > 1:
+            self._cache.move_to_end(key)  # least recently used programs are evicted first
         program, out_tree = entry
         outs = program(*vals)
-        return tree_util.tree_unflatten(out_tree, [Array(o) for o in outs])
+        return tree_util.tree_unflatten(out_tree, [_wrap(o) for o in outs])
 
     # ------------------------------------------------------------ tracing and compiling
     def _compile(self, key, args, kwargs, in_tree, vals, static_kw):
@@ -193,6 +201,14 @@ class JittedFunction:
         """The compiled program used for these arguments (compiling it if needed)."""
         self(*args, **kwargs)
         return next(reversed(self._cache.values()))[0] if self._cache else None
+
+
+def _wrap(v: np.ndarray) -> Array:
+    """Wrap a fresh program output as an Array without Array.__init__'s checks."""
+    a = object.__new__(Array)
+    v.flags.writeable = False
+    a._v = v
+    return a
 
 
 def _describe_change(prev: _Signature, new: _Signature) -> str:

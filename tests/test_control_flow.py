@@ -171,3 +171,27 @@ def test_fori_loop_with_traced_bounds_under_jit():
 def test_control_flow_prints_nested_jaxprs():
     text = str(fgrad.make_jaxpr(lambda x: lax.cond(x > 0, lambda v: v * 2.0, lambda v: v, x))(1.0))
     assert "cond[branches=" in text and text.count("lambda") == 3
+
+
+def test_vmap_of_control_flow_matches_a_python_loop(data):
+    w, xs = data
+    ws = fnp.stack([w, w * 0.5, w * -1.0])
+    batched = fgrad.vmap(rnn_scan, in_axes=(0, None))(ws, xs)
+    np.testing.assert_allclose(np.asarray(batched), [float(rnn_scan(v, xs)) for v in ws],
+                               rtol=1e-12)
+    per_example = fgrad.vmap(fgrad.grad(rnn_scan), in_axes=(0, None))(ws, xs)
+    for row, v in zip(np.asarray(per_example), ws):
+        np.testing.assert_allclose(row, np.asarray(fgrad.grad(rnn_scan)(v, xs)), rtol=1e-10)
+
+    def g(x):  # batched predicate: becomes a select
+        return lax.cond(x.sum() > 0, lambda v: v * 2.0, lambda v: -v, x)
+
+    X = fnp.asarray(np.array([[1.0, 2.0], [-1.0, -3.0], [0.5, -0.1]]))
+    np.testing.assert_allclose(np.asarray(fgrad.vmap(g)(X)), np.stack([np.asarray(g(x)) for x in X]))
+
+    def h(x):  # each element stops at its own trip count
+        return lax.while_loop(lambda v: v < 10.0, lambda v: v * 2.0, x)
+
+    starts = fnp.asarray(np.array([1.0, 3.0, 20.0]))
+    assert fgrad.vmap(h)(starts).tolist() == [16.0, 12.0, 20.0]
+    assert fgrad.jit(fgrad.vmap(h))(starts).tolist() == [16.0, 12.0, 20.0]

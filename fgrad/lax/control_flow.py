@@ -500,3 +500,104 @@ def map(f: Callable, xs):  # noqa: A001 - jax.lax.map
     """Apply ``f`` to each slice of ``xs`` along axis 0 (a scan without a carry)."""
     _, ys = scan(lambda c, x: (c, f(x)), (), xs)
     return ys
+
+
+# ---------------------------------------------------------------- batching rules
+# Each maps the body with vmap (no loop over the batch). Batched loop carries stay
+# batched at axis 0; scanned inputs carry their batch at axis 1 (axis 0 is time).
+
+
+def _body_vmap(jaxpr: Jaxpr, in_axes):
+    from fgrad.batching import vmap
+
+    return vmap(lambda *a: _run_jaxpr(jaxpr, *a), in_axes=tuple(in_axes), out_axes=0)
+
+
+def _front_or_none(x, d):
+    from fgrad.lax.batch_util import moveaxis
+
+    return (x, None) if d is None else (moveaxis(x, d, 0), 0)
+
+
+@scan_p.def_batch
+def _scan_batch(args, dims, *, jaxpr, num_consts, num_carry, length, reverse):
+    from fgrad.lax.batch_util import batch_size, bdim_at, moveaxis
+
+    size = batch_size(args, dims)
+    nc, nk = num_consts, num_carry
+    consts = [_front_or_none(x, d) for x, d in zip(args[:nc], dims[:nc])]
+    init = [bdim_at(x, d, size, 0) for x, d in zip(args[nc : nc + nk], dims[nc : nc + nk])]
+    xs = [
+        (x, None) if d is None else (moveaxis(x, d, 1), 0)
+        for x, d in zip(args[nc + nk :], dims[nc + nk :])
+    ]
+    body = _body_vmap(jaxpr, [d for _, d in consts] + [0] * nk + [d for _, d in xs])
+    const_vals = [c for c, _ in consts]
+
+    def step(carry, x):
+        outs = body(*const_vals, *carry, *x)
+        return list(outs[:nk]), list(outs[nk:])
+
+    carry, ys = scan(step, init, [x for x, _ in xs], length=length, reverse=reverse)
+    return list(carry) + list(ys), [0] * nk + [1] * len(ys)
+
+
+@cond_p.def_batch
+def _cond_batch(args, dims, *, branches):
+    from fgrad.lax.batch_util import batch_size, moveaxis
+    from fgrad.lax.elementwise import select_n
+    from fgrad.lax.shapes import broadcast_in_dim
+
+    size = batch_size(args, dims)
+    ops = [_front_or_none(x, d) for x, d in zip(args[1:], dims[1:])]
+    op_vals, op_dims = [o for o, _ in ops], [d for _, d in ops]
+    fns = [_body_vmap(br, op_dims) for br in branches]
+    if dims[0] is None:
+        outs = switch(args[0], [lambda *o, f=f: list(f(*o)) for f in fns], *op_vals)
+        return list(outs), [0] * len(outs)
+    # A batched predicate: run every branch, then select per batch element.
+    index = moveaxis(args[0], dims[0], 0)
+    from fgrad.lax.elementwise import max as lax_max, min as lax_min
+
+    index = lax_min(lax_max(index, 0), len(branches) - 1)
+    all_outs = [list(f(*op_vals)) for f in fns]
+    results = []
+    for j in range(len(all_outs[0])):
+        cases = [outs[j] for outs in all_outs]
+        which = broadcast_in_dim(index, tuple(cases[0].shape), (0,))
+        results.append(select_n(which, *cases))
+    del size
+    return results, [0] * len(results)
+
+
+@while_p.def_batch
+def _while_batch(args, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
+    from fgrad.lax.batch_util import batch_size, bdim_at
+    from fgrad.lax.elementwise import select_n
+    from fgrad.lax.reductions import reduce_max
+    from fgrad.lax.shapes import broadcast_in_dim
+
+    size = batch_size(args, dims)
+    cn, bn = cond_nconsts, body_nconsts
+    cconsts = [_front_or_none(x, d) for x, d in zip(args[:cn], dims[:cn])]
+    bconsts = [_front_or_none(x, d) for x, d in zip(args[cn : cn + bn], dims[cn : cn + bn])]
+    init = [bdim_at(x, d, size, 0) for x, d in zip(args[cn + bn :], dims[cn + bn :])]
+    n = len(init)
+    cond_v = _body_vmap(cond_jaxpr, [d for _, d in cconsts] + [0] * n)
+    body_v = _body_vmap(body_jaxpr, [d for _, d in bconsts] + [0] * n)
+    cvals, bvals = [c for c, _ in cconsts], [c for c, _ in bconsts]
+
+    # Run while any element still loops; finished elements keep their carry.
+    def cond_fun(carry):
+        return reduce_max(cond_v(*cvals, *carry)[0], (0,))
+
+    def body_fun(carry):
+        pred = cond_v(*cvals, *carry)[0]
+        new = body_v(*bvals, *carry)
+        return [
+            select_n(broadcast_in_dim(pred, tuple(o.shape), (0,)), o, v)
+            for o, v in zip(carry, new)
+        ]
+
+    out = while_loop(cond_fun, body_fun, init)
+    return list(out), [0] * n

@@ -354,14 +354,19 @@ def set_hyperparam(state: Any, name: str, value: Any) -> Any:
             f"pass a constant to inject_hyperparams to be able to set it"
         )
     old = holder.hyperparams[name]
-    new = fnp.asarray(value)
+    # A Python number goes straight to the stored dtype (no detour through float32).
+    new = (
+        fnp.asarray(value, dtype=old.dtype)
+        if isinstance(value, int | float)
+        else fnp.asarray(value)
+    )
     if tuple(new.shape) != tuple(old.shape):
         raise ValueError(
             f"set_hyperparam: {name!r} has shape {tuple(old.shape)}, got a value of shape "
             f"{tuple(new.shape)}"
         )
     if new.dtype != old.dtype:
-        new = new.astype(old.dtype) if hasattr(new, "astype") else fnp.asarray(value, old.dtype)
+        new = new.astype(old.dtype)
     new_holder = holder._replace(hyperparams={**holder.hyperparams, name: new})
     return _replace_at(state, path, new_holder)
 

@@ -434,6 +434,8 @@ def _is_number(v: Any) -> bool:
 
 def _as_hyperparam(v: Any, dtype: Any) -> Any:
     """A hyperparameter as a scalar array; floats in ``dtype``, ints as given."""
+    if isinstance(v, float):  # straight to dtype: no detour through float32
+        return fnp.asarray(v, dtype=dtype)
     v = fnp.asarray(v)
     if np.issubdtype(v.dtype, np.floating) and v.dtype != dtype:
         v = v.astype(dtype)

@@ -678,9 +678,10 @@ def scale_by_trust_ratio(
         def rescale(u, p):
             p_norm = _safe_norm(p, min_norm)
             u_norm = _safe_norm(u, min_norm)
-            ratio = trust_coefficient * p_norm / (u_norm + eps)
             either_zero = fnp.logical_or(p_norm == 0.0, u_norm == 0.0)
-            safe_ratio = fnp.where(either_zero, 1.0, ratio)
+            # The denominator is replaced where the ratio is unused: no 0/0 even there.
+            denominator = fnp.where(either_zero, 1.0, u_norm + eps)
+            safe_ratio = fnp.where(either_zero, 1.0, trust_coefficient * p_norm / denominator)
             return u * _cast(safe_ratio, u.dtype)
 
         return tree_util.tree_map(rescale, updates, params), state
