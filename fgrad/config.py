@@ -44,16 +44,20 @@ class Config:
     """
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_values", dict(_DEFAULTS))
+        # Options live in the instance __dict__, so reading one (on every eager
+        # operation) is a plain attribute lookup.
+        for name, value in _DEFAULTS.items():
+            object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"fgrad.config has no option {name!r}") from None
+        raise AttributeError(f"fgrad.config has no option {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.update(name, value)
+
+    @property
+    def _values(self) -> dict[str, Any]:
+        return self.__dict__
 
     def update(self, name: str, value: Any) -> None:
         """Set option ``name`` to ``value``.
@@ -65,7 +69,7 @@ class Config:
         if name not in self._values:
             known = ", ".join(sorted(self._values))
             raise AttributeError(f"fgrad.config has no option {name!r}; known: {known}")
-        self._values[name] = value
+        object.__setattr__(self, name, value)
 
     def options(self) -> dict[str, Any]:
         """Return a copy of all options and their current values."""

@@ -76,9 +76,11 @@ class ShapedArray:
     __slots__ = ("shape", "dtype", "_hash")
 
     def __init__(self, shape: Sequence[int], dtype: Any):
-        self.shape = tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
-        self._hash = hash((self.shape, self.dtype))
+        # Fast path for NumPy's own (tuple-of-int shape, np.dtype): eager ops build
+        # several of these per call.
+        self.shape = shape if type(shape) is tuple else tuple(int(d) for d in shape)
+        self.dtype = dtype if type(dtype) is np.dtype or isinstance(dtype, np.dtype) else np.dtype(dtype)
+        self._hash = None
 
     @property
     def ndim(self) -> int:
@@ -96,7 +98,10 @@ class ShapedArray:
         )
 
     def __hash__(self) -> int:
-        return self._hash
+        h = self._hash
+        if h is None:
+            h = self._hash = hash((self.shape, self.dtype))
+        return h
 
     def str_short(self) -> str:
         dims = ",".join(str(d) for d in self.shape)
@@ -519,16 +524,22 @@ def get_backend(name: str | None = None):
 
 def execute(prim: Primitive, args: Sequence[Any], params: dict) -> list[Array]:
     """Run ``prim`` eagerly on concrete values: shape rule, backend kernel, wrap."""
-    avals = [get_aval(a) for a in args]
+    vals = [a._v if type(a) is Array else np.asarray(a) for a in args]
+    avals = [ShapedArray(v.shape, v.dtype) for v in vals]
     out_avals = prim.abstract_eval(*avals, **params)
-    vals = [a._v if isinstance(a, Array) else np.asarray(a) for a in args]
-    outs = get_backend().run(prim, vals, params)
+    backend = _loaded_backends.get(config.default_backend) or get_backend()
+    outs = backend.run(prim, vals, params)
     result = []
     for o, aval in zip(outs, out_avals):
-        o = np.asarray(o)
+        if type(o) is not np.ndarray:
+            o = np.asarray(o)
         if o.dtype != aval.dtype:
             o = o.astype(aval.dtype)
-        result.append(Array(o))
+        a = object.__new__(Array)
+        if o.flags.writeable:
+            o.flags.writeable = False
+        a._v = o
+        result.append(a)
     if config.debug_nans or config.debug_infs:
         check_finite(prim, result, avals)
     return result

@@ -239,6 +239,28 @@ def result_type(*args) -> np.dtype:
 
 def _promote(name: str, *args):
     """Cast to one dtype and broadcast to one shape (rank-0 operands stay rank-0)."""
+    if len(args) == 2:
+        x, y = args
+        tx, ty = type(x), type(y)
+        if tx is Array and ty is Array:  # the eager hot path: nothing to convert
+            vx, vy = x._v, y._v
+            if vx.dtype == vy.dtype and (vx.shape == vy.shape or not vx.ndim or not vy.ndim):
+                return [x, y]
+        elif tx is Array and (ty is float or ty is int):
+            # A weak Python scalar takes the array's dtype, except a float with an
+            # integer array (NEP 50 widens that: leave it to the general path).
+            dt = x._v.dtype
+            if dt.kind == "f" or (ty is int and dt.kind in "iu" and _fits(y, dt)):
+                return [x, Array(np.asarray(y, dtype=dt))]
+    return _promote_slow(name, *args)
+
+
+def _fits(value: int, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def _promote_slow(name: str, *args):
     dt = result_type(*args)
     ops = []
     for a in args:
@@ -463,8 +485,11 @@ def logaddexp(x, y):
     """``log(exp(x) + exp(y))`` computed without overflow."""
     x, y = _promote("logaddexp", x, y)
     x, y = _float_operand("logaddexp", x), _float_operand("logaddexp", y)
-    m = maximum(x, y)
-    return m + log1p(exp(-abs(x - y)))
+    hi, lo = maximum(x, y), minimum(x, y)
+    # lo - hi rather than -|x - y|: at ties max/min split the gradient evenly, giving
+    # JAX's 0.5 each (abs' one-sided derivative would not); equal infinities give 0.
+    delta = where(equal(lo, hi), zeros_like(lo), lo - hi)
+    return hi + log1p(exp(delta))
 
 
 def clip(x, min=None, max=None, *, a_min=None, a_max=None):  # noqa: A002
@@ -976,6 +1001,8 @@ def size(a):
 def matmul(a, b):
     """Matrix product with NumPy's broadcasting of leading (batch) axes."""
     a, b = _arr(a), _arr(b)
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.shape[1] == b.shape[0]:
+        return lax.dot_general_p.bind(a, b, contract=((1,), (0,)), batch=((), ()))
     dt = result_type(a, b)
     a, b = a.astype(dt), b.astype(dt)
     if a.ndim == 0 or b.ndim == 0:
