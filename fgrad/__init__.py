@@ -17,6 +17,7 @@ from fgrad.custom_derivatives import (
     remat,
     saved_residuals,
 )
+from fgrad.debugging import debug_print
 from fgrad.jit import RetraceWarning, jit
 from fgrad.core import (
     Array,
@@ -37,6 +38,7 @@ __all__ = [
     "checkpoint",
     "custom_jvp",
     "custom_vjp",
+    "debug_print",
     "print_saved_residuals",
     "remat",
     "saved_residuals",

@@ -29,6 +29,7 @@ from fgrad.core import (
     get_aval,
     is_float_dtype,
     new_main,
+    source_context,
     trace_to_jaxpr,
     user_frame,
 )
@@ -241,7 +242,8 @@ def backward_pass(jaxpr, values: dict, out_cts: Sequence[Any]) -> list[Any]:
         else:
             cts_arg, out_arg = cts_out[0], outs[0]
         try:
-            cts_in = prim.vjp_rule(cts_arg, *invals, out=out_arg, **eqn.params)
+            with source_context(f"{eqn.source_info} (in the VJP of {prim.name})"):
+                cts_in = prim.vjp_rule(cts_arg, *invals, out=out_arg, **eqn.params)
         except Exception as e:
             e.add_note(f"in the VJP of {prim.name}, from the forward line {eqn.source_info}")
             raise

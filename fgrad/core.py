@@ -29,8 +29,32 @@ _FGRAD_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # ---------------------------------------------------------------- errors and user lines
 
 
+#: While a backward pass applies a VJP rule, the forward equation it differentiates
+#: (a stack of descriptions); equations recorded meanwhile are attributed to it.
+_source_context: list[str] = []
+
+
+class source_context:
+    """Attribute equations recorded inside this block to ``where`` (e.g. a VJP rule)."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __enter__(self):
+        _source_context.append(self.where)
+
+    def __exit__(self, *exc):
+        _source_context.pop()
+        return False
+
+
 def user_frame() -> str:
-    """Return ``file:line`` of the innermost stack frame outside the fgrad package."""
+    """Return ``file:line`` of the innermost stack frame outside the fgrad package.
+
+    Inside a backward pass this is the forward line whose VJP rule is running.
+    """
+    if _source_context:
+        return _source_context[-1]
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -445,6 +469,8 @@ class Primitive:
         self.batch_rule: Callable | None = None
         # Not differentiable at all (integer outputs): no VJP/JVP expected.
         self.differentiable = True
+        # Has a side effect (printing): compilers must not drop it as dead code.
+        self.effectful = False
         primitives[name] = self
 
     def __repr__(self) -> str:

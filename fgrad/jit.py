@@ -115,8 +115,10 @@ class JittedFunction:
             entry = self._compile(key, args, kwargs, in_tree, vals, static_kw)
         elif len(self._cache) > 1:
             self._cache.move_to_end(key)  # least recently used programs are evicted first
-        program, out_tree = entry
+        program, out_tree, closed = entry
         outs = program(*vals)
+        if config.debug_nans or config.debug_infs:
+            _check_outputs(closed, vals, outs)
         return tree_util.tree_unflatten(out_tree, [_wrap(o) for o in outs])
 
     # ------------------------------------------------------------ tracing and compiling
@@ -145,7 +147,7 @@ class JittedFunction:
         sig = self._signature(key, in_tree, avals, len(args))
         self._note_retrace(sig, elapsed)
         self._last_sig = sig
-        self._cache[key] = (program, out_store["tree"])
+        self._cache[key] = (program, out_store["tree"], closed)
         while len(self._cache) > config.jit_cache_size:
             self._cache.popitem(last=False)
         return self._cache[key]
@@ -201,6 +203,33 @@ class JittedFunction:
         """The compiled program used for these arguments (compiling it if needed)."""
         self(*args, **kwargs)
         return next(reversed(self._cache.values()))[0] if self._cache else None
+
+
+def _check_outputs(closed: ClosedJaxpr, vals, outs) -> None:
+    """With debug_nans/debug_infs: on a non-finite output, re-run the program one
+    unfused equation at a time to name the first primitive that produced it."""
+    bad = False
+    for o in outs:
+        if np.issubdtype(o.dtype, np.floating):
+            if (config.debug_nans and np.isnan(o).any()) or (config.debug_infs and np.isinf(o).any()):
+                bad = True
+    if not bad:
+        return
+    from fgrad.core import Literal, source_context
+
+    jaxpr = closed.jaxpr
+    env = dict(zip(jaxpr.constvars, closed.consts))
+    env.update(zip(jaxpr.invars, [Array(np.array(v)) for v in vals]))
+    for eqn in jaxpr.eqns:
+        args = [v.val if isinstance(v, Literal) else env[v] for v in eqn.invars]
+        with source_context(f"{eqn.source_info} (found by re-running the jitted program unfused)"):
+            res = eqn.primitive.bind(*args, **eqn.params)
+        res = res if eqn.primitive.multiple_results else [res]
+        env.update(zip(eqn.outvars, res))
+    raise FloatingPointError(
+        "debug_nans: the jitted program produced a NaN/inf that no single primitive "
+        "reproduces when run unfused (check the fused kernels against the reference backend)"
+    )
 
 
 def _wrap(v: np.ndarray) -> Array:

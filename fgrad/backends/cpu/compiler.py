@@ -35,7 +35,7 @@ def dce(jaxpr: Jaxpr) -> list[Eqn]:
     live = {v for v in jaxpr.outvars if isinstance(v, Var)}
     kept = []
     for eqn in reversed(jaxpr.eqns):
-        if any(v in live for v in eqn.outvars):
+        if eqn.primitive.effectful or any(v in live for v in eqn.outvars):
             kept.append(eqn)
             live.update(v for v in eqn.invars if isinstance(v, Var))
     kept.reverse()
@@ -353,7 +353,9 @@ class Program:
                     fn = glob(_bind_impl(eqn), "_f")
                     expr = f"{fn}({', '.join(ins)})"
                 outs = [fresh() for _ in eqn.outvars]
-                if eqn.primitive.multiple_results:
+                if not outs:
+                    lines.append(expr)
+                elif eqn.primitive.multiple_results:
                     lines.append(f"{', '.join(outs)}{',' if len(outs) == 1 else ''} = {expr}")
                 else:
                     lines.append(f"{outs[0]} = {expr}")
