@@ -13,7 +13,8 @@ Forward mode pushes (primal, tangent) pairs through ``JVPTrace``; a tangent of
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -141,9 +142,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
                 c = lax.convert_element_type(c, v.dtype)
             cts.append(c)
         in_cts = backward_pass(jaxpr, main_values, cts)
-        in_cts = [
-            _zeros_like(x) if c is None else c for c, x in zip(in_cts, flat_in)
-        ]
+        in_cts = [_zeros_like(x) if c is None else c for c, x in zip(in_cts, flat_in)]
         return tuple(tree_util.tree_unflatten(in_tree, in_cts))
 
     out = tree_util.tree_unflatten(out_tree, out_vals)
@@ -344,9 +343,7 @@ def _check_differentiable_inputs(diff_args, nums) -> None:
 def _check_scalar_output(out) -> None:
     leaves = tree_util.tree_leaves(out)
     if len(leaves) != 1 or tuple(leaves[0].shape) != ():
-        desc = (
-            ", ".join(get_aval(x).str_short() for x in leaves) if leaves else "no arrays"
-        )
+        desc = ", ".join(get_aval(x).str_short() for x in leaves) if leaves else "no arrays"
         raise TypeError(
             f"grad requires a function returning a scalar (shape ()), but it returned "
             f"{desc} (at {user_frame()}). Use jacrev/vjp for non-scalar outputs, or "
@@ -430,8 +427,7 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any]):
         t = _to_operand(t)
         if tuple(t.shape) != tuple(p.shape):
             raise TypeError(
-                f"jvp: tangent shape {tuple(t.shape)} does not match primal shape "
-                f"{tuple(p.shape)}"
+                f"jvp: tangent shape {tuple(t.shape)} does not match primal shape {tuple(p.shape)}"
             )
         if is_float_dtype(p.dtype) and t.dtype != p.dtype:
             t = lax.convert_element_type(t, p.dtype)
@@ -443,9 +439,7 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any]):
         flat_out, out_tree = tree_util.tree_flatten(out)
         out_tracers = [trace.full_raise(_to_operand(o)) for o in flat_out]
         out_p = [t.primal for t in out_tracers]
-        out_t = [
-            _zeros_like(t.primal) if t.tangent is None else t.tangent for t in out_tracers
-        ]
+        out_t = [_zeros_like(t.primal) if t.tangent is None else t.tangent for t in out_tracers]
     return tree_util.tree_unflatten(out_tree, out_p), tree_util.tree_unflatten(out_tree, out_t)
 
 
@@ -513,7 +507,7 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
         def f_flat(*xs):
             full = list(args)
-            for i, a in zip(nums, tree_util.tree_unflatten(x_tree, list(xs))):
+            for i, a in zip(nums, tree_util.tree_unflatten(x_tree, list(xs)), strict=True):
                 full[i] = a
             out, aux = _split_aux(fun(*full), has_aux, "jacfwd")
             return (out, aux) if has_aux else out
@@ -524,7 +518,7 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
         eye = np.eye(total)
         basis = [
             Array(eye[:, a:b].astype(x.dtype).reshape((total, *x.shape)))
-            for x, a, b in zip(flat_x, starts, starts[1:])
+            for x, a, b in zip(flat_x, starts[:-1], starts[1:], strict=True)
         ]
 
         def push(*tangents):
@@ -537,10 +531,10 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
             (out, aux), t_out = out, t_out[0]
         flat_out, out_tree = tree_util.tree_flatten(out)
         jac_leaves = []
-        for y, t in zip(flat_out, tree_util.tree_leaves(t_out)):
+        for y, t in zip(flat_out, tree_util.tree_leaves(t_out), strict=True):
             nd = len(y.shape)
             row = []
-            for x, a, b in zip(flat_x, starts, starts[1:]):
+            for x, a, b in zip(flat_x, starts[:-1], starts[1:], strict=True):
                 cols = lax.slice(t, (0,) * nd + (int(a),), tuple(y.shape) + (int(b),))
                 row.append(lax.reshape(cols, tuple(y.shape) + tuple(x.shape)))
             sub = tree_util.tree_unflatten(x_tree, row)
@@ -580,7 +574,7 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
         def partial_fun(*diff_args):
             full = list(args)
-            for i, a in zip(nums, diff_args):
+            for i, a in zip(nums, diff_args, strict=True):
                 full[i] = a
             return fun(*full)
 
@@ -595,7 +589,7 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
         eye = np.eye(total)
         basis = [
             Array(eye[:, a:b].astype(y.dtype).reshape((total, *y.shape)))
-            for y, a, b in zip(flat_out, starts, starts[1:])
+            for y, a, b in zip(flat_out, starts[:-1], starts[1:], strict=True)
         ]
 
         def pull(*cts):
@@ -603,9 +597,9 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
         rows = vmap(pull, axis_size=total)(*basis)  # per input leaf: (total, *x.shape)
         jac_leaves = []
-        for y, a, b in zip(flat_out, starts, starts[1:]):
+        for y, a, b in zip(flat_out, starts[:-1], starts[1:], strict=True):
             row = []
-            for x, r in zip(flat_x, rows):
+            for x, r in zip(flat_x, rows, strict=True):
                 nd = len(x.shape)
                 part = lax.slice(r, (int(a),) + (0,) * nd, (int(b),) + tuple(x.shape))
                 row.append(lax.reshape(part, tuple(y.shape) + tuple(x.shape)))

@@ -17,7 +17,8 @@ import importlib
 import itertools
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,9 @@ class ShapedArray:
         # Fast path for NumPy's own (tuple-of-int shape, np.dtype): eager ops build
         # several of these per call.
         self.shape = shape if type(shape) is tuple else tuple(int(d) for d in shape)
-        self.dtype = dtype if type(dtype) is np.dtype or isinstance(dtype, np.dtype) else np.dtype(dtype)
+        self.dtype = (
+            dtype if type(dtype) is np.dtype or isinstance(dtype, np.dtype) else np.dtype(dtype)
+        )
         self._hash = None
 
     @property
@@ -257,7 +260,7 @@ class Array:
         """Return the array as nested Python lists."""
         return self._v.tolist()
 
-    def block_until_ready(self) -> "Array":
+    def block_until_ready(self) -> Array:
         """Return self; CPU results are always ready (kept for JAX compatibility)."""
         return self
 
@@ -438,7 +441,7 @@ def pp_jaxpr(jaxpr: Jaxpr, names: dict | None = None) -> str:
 # ---------------------------------------------------------------- primitives
 
 #: Every primitive by name: the registry tests and docs sweep.
-primitives: dict[str, "Primitive"] = {}
+primitives: dict[str, Primitive] = {}
 
 
 class Primitive:
@@ -644,7 +647,7 @@ def find_top_trace(args: Sequence[Any]):
     return top
 
 
-def raise_leaked(t: "Tracer"):
+def raise_leaked(t: Tracer):
     raise UnexpectedTracerError(
         f"Encountered a tracer ({t.aval.str_short()}, created at {t.source_info}) "
         f"after the transformation that created it ({t._trace.main.name}) had finished. "
@@ -660,7 +663,7 @@ class Trace:
     def __init__(self, main: MainTrace):
         self.main = main
 
-    def full_raise(self, val: Any) -> "Tracer":
+    def full_raise(self, val: Any) -> Tracer:
         if isinstance(val, Tracer):
             main = val._trace.main
             if main is self.main:
@@ -675,13 +678,13 @@ class Trace:
             return self.lift(val)
         return self.pure(val)
 
-    def pure(self, val: Any) -> "Tracer":
+    def pure(self, val: Any) -> Tracer:
         raise NotImplementedError
 
-    def lift(self, val: "Tracer") -> "Tracer":
+    def lift(self, val: Tracer) -> Tracer:
         return self.pure(val)
 
-    def process_primitive(self, prim: Primitive, tracers, params) -> list["Tracer"]:
+    def process_primitive(self, prim: Primitive, tracers, params) -> list[Tracer]:
         raise NotImplementedError
 
 
@@ -793,7 +796,7 @@ class JaxprBuilder:
         self.concrete = concrete
         self.eqns: list[Eqn] = []
         self.tracer_to_var: dict[int, Var] = {}
-        self.const_tracers: dict[int, "JaxprTracer"] = {}
+        self.const_tracers: dict[int, JaxprTracer] = {}
         self.const_vals: dict[int, Any] = {}  # var id -> value (keeps ids alive)
         self.constvars: list[Var] = []
         self.consts: list[Any] = []
@@ -801,19 +804,19 @@ class JaxprBuilder:
         # Values seen for every var, for vjp's backward pass (residuals).
         self.values: dict[Var, Any] = {}
 
-    def add_var(self, tracer: "JaxprTracer") -> Var:
+    def add_var(self, tracer: JaxprTracer) -> Var:
         var = Var(tracer.aval)
         self.tracer_to_var[id(tracer)] = var
         return var
 
-    def getvar(self, tracer: "JaxprTracer") -> Atom:
+    def getvar(self, tracer: JaxprTracer) -> Atom:
         return self.tracer_to_var[id(tracer)]
 
 
 class JaxprTracer(Tracer):
     __slots__ = ("aval", "val")
 
-    def __init__(self, trace: "JaxprTrace", aval: ShapedArray, val: Any, source_info: str):
+    def __init__(self, trace: JaxprTrace, aval: ShapedArray, val: Any, source_info: str):
         self._trace = trace
         self.aval = aval
         self.val = val
@@ -894,7 +897,9 @@ def _const_val(val: Any) -> Any:
 
 
 def trace_to_jaxpr(
-    fun: Callable, in_avals: Sequence[ShapedArray], in_vals: Sequence[Any] | None = None,
+    fun: Callable,
+    in_avals: Sequence[ShapedArray],
+    in_vals: Sequence[Any] | None = None,
     name: str = "make_jaxpr",
 ):
     """Trace ``fun`` (flat inputs -> flat outputs) into a Jaxpr.
@@ -983,8 +988,9 @@ def make_jaxpr(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable:
             it = iter(tree_util.tree_unflatten(in_tree, list(xs)))
             full = [a if i in static else next(it) for i, a in enumerate(args)]
             out = fun(*full, **kwargs)
-            return [_as_array(o) if not isinstance(o, Tracer) else o
-                    for o in tree_util.tree_leaves(out)]
+            return [
+                _as_array(o) if not isinstance(o, Tracer) else o for o in tree_util.tree_leaves(out)
+            ]
 
         jaxpr, consts, _, _ = trace_to_jaxpr(flat_fun, avals, name="make_jaxpr")
         return ClosedJaxpr(jaxpr, consts)

@@ -15,7 +15,8 @@ inlines the body (the rules matter only to ``grad``/``jvp``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fgrad import tree as tree_util
 from fgrad.ad import _to_operand, _zeros_like, jvp, vjp
@@ -126,8 +127,13 @@ class custom_jvp:
             return user_rule(*nd, primals, tangents) if nd else user_rule(primals, tangents)
 
         outs = custom_jvp_call_p.bind(
-            *consts, *leaves, call_jaxpr=jaxpr, num_consts=len(consts), rule=rule,
-            in_tree=in_tree, out_tree=out_tree,
+            *consts,
+            *leaves,
+            call_jaxpr=jaxpr,
+            num_consts=len(consts),
+            rule=rule,
+            in_tree=in_tree,
+            out_tree=out_tree,
         )
         return tree_util.tree_unflatten(out_tree, outs)
 
@@ -215,10 +221,14 @@ class custom_vjp:
         )
         user_fwd, user_bwd = self.fwd, self.bwd
         outs = custom_vjp_call_p.bind(
-            *consts, *leaves, call_jaxpr=jaxpr, num_consts=len(consts),
+            *consts,
+            *leaves,
+            call_jaxpr=jaxpr,
+            num_consts=len(consts),
             fwd=lambda *d: user_fwd(*merged(d)),
             bwd=lambda res, ct: user_bwd(*nd, res, ct),
-            in_tree=in_tree, out_tree=out_tree,
+            in_tree=in_tree,
+            out_tree=out_tree,
         )
         return tree_util.tree_unflatten(out_tree, outs)
 
@@ -243,8 +253,13 @@ def _remat_jvp(ts, *args, out, call_jaxpr, num_consts, **params):
     return list(jvp(lambda *a: eval_jaxpr(call_jaxpr, [], *a), tuple(args), tuple(tangents))[1])
 
 
-def checkpoint(fun: Callable, *, prevent_cse: bool = True, policy: Any = None,
-               static_argnums: Sequence[int] = ()) -> Callable:
+def checkpoint(
+    fun: Callable,
+    *,
+    prevent_cse: bool = True,
+    policy: Any = None,
+    static_argnums: Sequence[int] = (),
+) -> Callable:
     """Rematerialise ``fun`` in the backward pass instead of saving its intermediates.
 
     Gradients are unchanged; the backward pass keeps only ``fun``'s inputs and
@@ -273,8 +288,13 @@ def checkpoint(fun: Callable, *, prevent_cse: bool = True, policy: Any = None,
         leaves, _, jaxpr, consts, out_tree = _trace_call(
             lambda *d: fun(*merged(d)), dyn, "checkpoint"
         )
-        outs = remat_p.bind(*consts, *leaves, call_jaxpr=jaxpr, num_consts=len(consts),
-                            name=getattr(fun, "__name__", "f"))
+        outs = remat_p.bind(
+            *consts,
+            *leaves,
+            call_jaxpr=jaxpr,
+            num_consts=len(consts),
+            name=getattr(fun, "__name__", "f"),
+        )
         return tree_util.tree_unflatten(out_tree, outs)
 
     return remat_fun
@@ -333,7 +353,6 @@ def print_saved_residuals(fun: Callable, *args) -> None:
     print(f"total: {len(rows)} arrays, {sum(r[2] for r in rows)} bytes")
 
 
-
 # ---------------------------------------------------------------- batching
 # Under vmap the call is mapped through its body; a grad taken inside the vmap still
 # sees the call primitive (and its custom rule), because vjp/jvp trace above vmap.
@@ -343,8 +362,9 @@ def _call_batch(prim: Primitive):
     def rule(args, dims, *, call_jaxpr, **params):
         from fgrad.batching import vmap
 
-        outs = vmap(lambda *a: eval_jaxpr(call_jaxpr, [], *a), in_axes=tuple(dims),
-                    out_axes=0)(*args)
+        outs = vmap(lambda *a: eval_jaxpr(call_jaxpr, [], *a), in_axes=tuple(dims), out_axes=0)(
+            *args
+        )
         return list(outs), [0] * len(outs)
 
     prim.def_batch(rule)

@@ -72,7 +72,9 @@ def _encode(node: Any, arrays: list[np.ndarray], path: str) -> Any:
     if isinstance(node, dict):
         for k in node:
             if not isinstance(k, str | int) or isinstance(k, bool):
-                raise CheckpointError(f"save: dict key {k!r} at {path or '(root)'} is not a str/int")
+                raise CheckpointError(
+                    f"save: dict key {k!r} at {path or '(root)'} is not a str/int"
+                )
         keys = sorted(node, key=lambda k: (isinstance(k, str), k))
         return {
             "t": "dict",

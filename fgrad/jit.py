@@ -18,7 +18,8 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -170,7 +171,10 @@ class JittedFunction:
         if config.log_compiles:
             logger.warning(
                 "fgrad.jit: traced and compiled %s for (%s) in %.3f s (trace #%d)",
-                name, shapes, elapsed, self.trace_count,
+                name,
+                shapes,
+                elapsed,
+                self.trace_count,
             )
         prev = self._last_sig
         if prev is None or self.trace_count < config.retrace_warning_threshold:
@@ -211,7 +215,9 @@ def _check_outputs(closed: ClosedJaxpr, vals, outs) -> None:
     bad = False
     for o in outs:
         if np.issubdtype(o.dtype, np.floating):
-            if (config.debug_nans and np.isnan(o).any()) or (config.debug_infs and np.isinf(o).any()):
+            if (config.debug_nans and np.isnan(o).any()) or (
+                config.debug_infs and np.isinf(o).any()
+            ):
                 bad = True
     if not bad:
         return
@@ -277,7 +283,9 @@ def _hashable_static(static_pos, static_kw, fun):
         key = (static_pos, tuple(sorted(static_kw.items())))
         hash(key)
     except TypeError:
-        bad = [repr(v)[:40] for _, v in static_pos] + [f"{k}={v!r}"[:40] for k, v in static_kw.items()]
+        bad = [repr(v)[:40] for _, v in static_pos] + [
+            f"{k}={v!r}"[:40] for k, v in static_kw.items()
+        ]
         raise TypeError(
             f"jit: static arguments must be hashable, but {getattr(fun, '__name__', fun)} got "
             f"an unhashable one among {', '.join(bad)} (at {user_frame()}). Pass arrays as "

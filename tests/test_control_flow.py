@@ -66,8 +66,9 @@ def test_scan_second_order_and_jvp(data):
 
 def test_scan_reverse_and_pytree_carry():
     xs = fnp.arange(5.0)
-    (s, p), ys = lax.scan(lambda c, x: ((c[0] + x, c[1] * (x + 1)), c[0]), (0.0, 1.0), xs,
-                          reverse=True)
+    (s, p), ys = lax.scan(
+        lambda c, x: ((c[0] + x, c[1] * (x + 1)), c[0]), (0.0, 1.0), xs, reverse=True
+    )
     assert s.item() == 10.0 and p.item() == 120.0
     assert ys.tolist() == [10.0, 9.0, 7.0, 4.0, 0.0]
 
@@ -90,8 +91,9 @@ def test_jitted_scan_is_a_loop_in_the_program(data):
     jf = fgrad.jit(fgrad.value_and_grad(rnn_scan))
     value, grad = jf(w, xs)
     np.testing.assert_allclose(float(value), float(rnn_unrolled(w, xs)), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(grad), np.asarray(fgrad.grad(rnn_unrolled)(w, xs)),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        np.asarray(grad), np.asarray(fgrad.grad(rnn_unrolled)(w, xs)), rtol=1e-10
+    )
     program = jf.program(w, xs)
     assert "_loop" in program.source
     assert program.source.count("\n") < 30  # not unrolled over the 6 steps
@@ -99,8 +101,11 @@ def test_jitted_scan_is_a_loop_in_the_program(data):
 
 def test_carry_type_mismatch_names_the_carry():
     with pytest.raises(CarryTypeError) as info:
-        lax.scan(lambda c, x: ({"h": c["h"].astype(fnp.float64)}, x), {"h": fnp.ones(2)},
-                 fnp.ones((3, 2)))
+        lax.scan(
+            lambda c, x: ({"h": c["h"].astype(fnp.float64)}, x),
+            {"h": fnp.ones(2)},
+            fnp.ones((3, 2)),
+        )
     msg = str(info.value)
     assert "['h']" in msg and "f32[2]" in msg and "f64[2]" in msg and "test_control_flow.py" in msg
 
@@ -114,12 +119,15 @@ def test_cond_and_switch_values_and_gradients():
         expected = np.sin(x0) * 2 if sum(x0) > 0 else np.asarray(x0) ** 3
         np.testing.assert_allclose(np.asarray(f(x)), expected, rtol=1e-12)
         fd = _fd_grad(lambda v: f(v).sum(), x)
-        np.testing.assert_allclose(np.asarray(fgrad.grad(lambda v: f(v).sum())(x)), fd,
-                                   rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(fgrad.grad(lambda v: f(v).sum())(x)), fd, rtol=1e-6)
         np.testing.assert_allclose(np.asarray(fgrad.jit(f)(x)), expected, rtol=1e-12)
     branches = [lambda v: v + 1.0, lambda v: v * 10.0, lambda v: -v]
     assert [lax.switch(i, branches, 2.0).item() for i in (-5, 0, 1, 2, 7)] == [
-        3.0, 3.0, 20.0, -2.0, -2.0,
+        3.0,
+        3.0,
+        20.0,
+        -2.0,
+        -2.0,
     ]
     jswitch = fgrad.jit(lambda i, v: lax.switch(i, branches, v))
     assert jswitch(1, 2.0).item() == 20.0 and jswitch(2, 2.0).item() == -2.0
@@ -144,8 +152,9 @@ def test_fori_loop_static_bounds_is_differentiable_both_modes():
 
     x = fnp.asarray(1.3)
     np.testing.assert_allclose(float(power(x)), float(unrolled(x)), rtol=1e-6)
-    np.testing.assert_allclose(float(fgrad.grad(power)(x)), float(fgrad.grad(unrolled)(x)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(fgrad.grad(power)(x)), float(fgrad.grad(unrolled)(x)), rtol=1e-6
+    )
     _, t = fgrad.jvp(power, (x,), (fnp.asarray(1.0),))
     np.testing.assert_allclose(float(t), float(fgrad.grad(unrolled)(x)), rtol=1e-6)
 
@@ -177,8 +186,9 @@ def test_vmap_of_control_flow_matches_a_python_loop(data):
     w, xs = data
     ws = fnp.stack([w, w * 0.5, w * -1.0])
     batched = fgrad.vmap(rnn_scan, in_axes=(0, None))(ws, xs)
-    np.testing.assert_allclose(np.asarray(batched), [float(rnn_scan(v, xs)) for v in ws],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(batched), [float(rnn_scan(v, xs)) for v in ws], rtol=1e-12
+    )
     per_example = fgrad.vmap(fgrad.grad(rnn_scan), in_axes=(0, None))(ws, xs)
     for row, v in zip(np.asarray(per_example), ws):
         np.testing.assert_allclose(row, np.asarray(fgrad.grad(rnn_scan)(v, xs)), rtol=1e-10)
@@ -187,7 +197,9 @@ def test_vmap_of_control_flow_matches_a_python_loop(data):
         return lax.cond(x.sum() > 0, lambda v: v * 2.0, lambda v: -v, x)
 
     X = fnp.asarray(np.array([[1.0, 2.0], [-1.0, -3.0], [0.5, -0.1]]))
-    np.testing.assert_allclose(np.asarray(fgrad.vmap(g)(X)), np.stack([np.asarray(g(x)) for x in X]))
+    np.testing.assert_allclose(
+        np.asarray(fgrad.vmap(g)(X)), np.stack([np.asarray(g(x)) for x in X])
+    )
 
     def h(x):  # each element stops at its own trip count
         return lax.while_loop(lambda v: v < 10.0, lambda v: v * 2.0, x)

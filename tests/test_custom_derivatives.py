@@ -39,8 +39,9 @@ def test_custom_vjp_avoids_the_nan_of_the_automatic_rule():
     expected = 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
     np.testing.assert_allclose(np.asarray(custom), expected, rtol=1e-6)
     assert np.isfinite(np.asarray(custom)).all()
-    np.testing.assert_allclose(np.asarray(fgrad.jit(fgrad.grad(lambda v: log1pexp(v).sum()))(x)),
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(fgrad.jit(fgrad.grad(lambda v: log1pexp(v).sum()))(x)), expected, rtol=1e-6
+    )
 
 
 def test_custom_vjp_forward_mode_is_an_error():
@@ -63,8 +64,10 @@ def test_custom_vjp_with_nondiff_argnums_and_pytrees():
         return tree["a"] * scale + tree["b"]
 
     cf = fgrad.custom_vjp(f, nondiff_argnums=(0,))
-    cf.defvjp(lambda scale, tree: (f(scale, tree), None),
-              lambda scale, res, g: ({"a": g * scale * 100.0, "b": g},))
+    cf.defvjp(
+        lambda scale, tree: (f(scale, tree), None),
+        lambda scale, res, g: ({"a": g * scale * 100.0, "b": g},),
+    )
     g = fgrad.grad(lambda t: cf(2.0, t).sum())({"a": fnp.ones(2), "b": fnp.ones(2)})
     assert g["a"].tolist() == [200.0, 200.0] and g["b"].tolist() == [1.0, 1.0]
 

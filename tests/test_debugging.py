@@ -64,8 +64,12 @@ def test_debug_print_inside_jit_grad_and_vmap(capsys):
     fgrad.grad(f)(fnp.asarray([5.0, 6.0]))
     fgrad.vmap(lambda v: fgrad.debug_print("v={}", v))(fnp.asarray([7.0, 8.0]))
     out = capsys.readouterr().out.splitlines()
-    assert out == ["x=[1. 2.] y=[2. 4.]", "x=[3. 4.] y=[6. 8.]", "x=[5. 6.] y=[10. 12.]",
-                   "v=[7. 8.]"]
+    assert out == [
+        "x=[1. 2.] y=[2. 4.]",
+        "x=[3. 4.] y=[6. 8.]",
+        "x=[5. 6.] y=[10. 12.]",
+        "v=[7. 8.]",
+    ]
 
 
 def test_tracer_repr_shows_type_and_origin():

@@ -20,9 +20,13 @@ AdamState = namedtuple("AdamState", "count mu nu")
 
 def _state():
     rng = np.random.default_rng(0)
-    params = {"Dense_0": {"w": fnp.asarray(rng.normal(size=(3, 4)).astype(np.float32)),
-                          "b": fnp.zeros(4)},
-              "BatchNorm_1": {"mean": fnp.zeros(4, dtype=fnp.float64)}}
+    params = {
+        "Dense_0": {
+            "w": fnp.asarray(rng.normal(size=(3, 4)).astype(np.float32)),
+            "b": fnp.zeros(4),
+        },
+        "BatchNorm_1": {"mean": fnp.zeros(4, dtype=fnp.float64)},
+    }
     opt = (AdamState(fnp.asarray(7, dtype=fnp.int32), params, params), None)
     return {"params": params, "opt": opt, "step": 12, "lr": 0.001, "name": "run-1", "flags": [True]}
 

@@ -15,7 +15,7 @@ program. The rules are written with the public functions themselves:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -104,7 +104,9 @@ def _scan_shape(*avals, jaxpr, num_consts, num_carry, length, reverse):
     xs = avals[num_consts + num_carry :]
     for a, b in zip(avals[: num_consts + num_carry], body_in):
         if a != b:
-            raise TypeError(f"scan operand {a.str_short()} does not match body input {b.str_short()}")
+            raise TypeError(
+                f"scan operand {a.str_short()} does not match body input {b.str_short()}"
+            )
     for a, b in zip(xs, body_in[num_consts + num_carry :]):
         if a.shape[:1] != (length,) or ShapedArray(a.shape[1:], a.dtype) != b:
             raise TypeError(f"scanned input {a.str_short()} does not match length {length}")
@@ -150,9 +152,7 @@ def _scan_jvp(ts, *args, out, jaxpr, num_consts, num_carry, length, reverse):
     from fgrad.ad import jvp
 
     nc, nk = num_consts, num_carry
-    tangents = [
-        (_zeros_like(a) if t is None else t) for t, a in zip(ts, args)
-    ]
+    tangents = [(_zeros_like(a) if t is None else t) for t, a in zip(ts, args)]
     consts, init, xs = _split3(args, nc, nk)
     tconsts, tinit, txs = _split3(tangents, nc, nk)
 
@@ -161,8 +161,9 @@ def _scan_jvp(ts, *args, out, jaxpr, num_consts, num_carry, length, reverse):
         outs, touts = jvp(lambda *a: _run_jaxpr(jaxpr, *a), (*c, *k, *xv), (*tc, *tk, *tx))
         return (c, tc, list(outs[:nk]), list(touts[:nk])), (list(outs[nk:]), list(touts[nk:]))
 
-    (_, _, _, tcarry), (_, tys) = scan(body, (consts, tconsts, init, tinit), (xs, txs),
-                                       length=length, reverse=reverse)
+    (_, _, _, tcarry), (_, tys) = scan(
+        body, (consts, tconsts, init, tinit), (xs, txs), length=length, reverse=reverse
+    )
     return list(tcarry) + list(tys)
 
 
@@ -203,8 +204,9 @@ def _zeros_like(x):
     return broadcast_in_dim(asarray_operand(0, x.dtype), tuple(x.shape), ())
 
 
-def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,
-         unroll: int = 1):
+def scan(
+    f: Callable, init, xs=None, length: int | None = None, reverse: bool = False, unroll: int = 1
+):
     """Loop ``carry, y = f(carry, x)`` over the leading axis of ``xs``, stacking the ys.
 
     As ``jax.lax.scan``: ``init`` and the carry returned by ``f`` must have the same
@@ -238,7 +240,10 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     carry_avals = _avals(init_leaves)
     x_avals = [ShapedArray(x.shape[1:], x.dtype) for x in xs_leaves]
     in_tree = tree_util.tree_structure(
-        (tree_util.tree_unflatten(init_tree, init_leaves), tree_util.tree_unflatten(xs_tree, xs_leaves))
+        (
+            tree_util.tree_unflatten(init_tree, init_leaves),
+            tree_util.tree_unflatten(xs_tree, xs_leaves),
+        )
     )
     jaxpr, consts, out_tree = trace_closure(f, in_tree, carry_avals + x_avals, "scan")
     out_avals = [v.aval for v in jaxpr.outvars]
@@ -250,8 +255,14 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     nk = carry_tree.num_leaves
     _check_carry("scan", init_tree, carry_avals, carry_tree, out_avals[:nk])
     outs = scan_p.bind(
-        *[_operand(c) for c in consts], *init_leaves, *xs_leaves,
-        jaxpr=jaxpr, num_consts=len(consts), num_carry=nk, length=n, reverse=bool(reverse),
+        *[_operand(c) for c in consts],
+        *init_leaves,
+        *xs_leaves,
+        jaxpr=jaxpr,
+        num_consts=len(consts),
+        num_carry=nk,
+        length=n,
+        reverse=bool(reverse),
     )
     return (
         tree_util.tree_unflatten(carry_tree, outs[:nk]),
@@ -352,8 +363,9 @@ def switch(index, branches: Sequence[Callable], *operands):
         from fgrad.lax.elementwise import convert_element_type
 
         index = convert_element_type(index, np.int32)
-    outs = cond_p.bind(index, *[_operand(c) for c in all_consts], *op_leaves,
-                       branches=tuple(jaxprs))
+    outs = cond_p.bind(
+        index, *[_operand(c) for c in all_consts], *op_leaves, branches=tuple(jaxprs)
+    )
     return tree_util.tree_unflatten(out_tree, outs)
 
 
@@ -444,19 +456,33 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val):
     leaves = [_operand(x) for x in leaves]
     avals = _avals(leaves)
     carry_tree = tree_util.tree_structure(tree_util.tree_unflatten(tree, leaves))
-    cj, cconsts, ctree = trace_closure(lambda v: cond_fun(v), tree_util.tree_structure(
-        (tree_util.tree_unflatten(tree, leaves),)), avals, "while_loop")
+    cj, cconsts, ctree = trace_closure(
+        lambda v: cond_fun(v),
+        tree_util.tree_structure((tree_util.tree_unflatten(tree, leaves),)),
+        avals,
+        "while_loop",
+    )
     cond_out = [v.aval for v in cj.outvars]
     if len(cond_out) != 1 or cond_out[0].shape != () or cond_out[0].dtype != np.bool_:
         shown = ", ".join(a.str_short() for a in cond_out)
-        raise TypeError(f"while_loop: cond_fun must return a bool scalar, got {shown} "
-                        f"(at {user_frame()})")
-    bj, bconsts, btree = trace_closure(lambda v: body_fun(v), tree_util.tree_structure(
-        (tree_util.tree_unflatten(tree, leaves),)), avals, "while_loop")
+        raise TypeError(
+            f"while_loop: cond_fun must return a bool scalar, got {shown} (at {user_frame()})"
+        )
+    bj, bconsts, btree = trace_closure(
+        lambda v: body_fun(v),
+        tree_util.tree_structure((tree_util.tree_unflatten(tree, leaves),)),
+        avals,
+        "while_loop",
+    )
     _check_carry("while_loop", carry_tree, avals, btree, [v.aval for v in bj.outvars])
     outs = while_p.bind(
-        *[_operand(c) for c in cconsts], *[_operand(c) for c in bconsts], *leaves,
-        cond_jaxpr=cj, body_jaxpr=bj, cond_nconsts=len(cconsts), body_nconsts=len(bconsts),
+        *[_operand(c) for c in cconsts],
+        *[_operand(c) for c in bconsts],
+        *leaves,
+        cond_jaxpr=cj,
+        body_jaxpr=bj,
+        cond_nconsts=len(cconsts),
+        body_nconsts=len(bconsts),
     )
     return tree_util.tree_unflatten(tree, outs)
 
@@ -472,7 +498,9 @@ def fori_loop(lower, upper, body_fun: Callable, init_val):
         >>> lax.fori_loop(0, 4, lambda i, v: v + i, 0).item()
         6
     """
-    static = all(isinstance(b, int | np.integer) and not isinstance(b, bool) for b in (lower, upper))
+    static = all(
+        isinstance(b, int | np.integer) and not isinstance(b, bool) for b in (lower, upper)
+    )
     if static:
         lo, hi = int(lower), int(upper)
 
@@ -480,8 +508,9 @@ def fori_loop(lower, upper, body_fun: Callable, init_val):
             i, v = carry
             return (i + 1, body_fun(i, v)), None
 
-        (_, out), _ = scan(step, (asarray_operand(lo, np.int32), init_val), None,
-                           length=max(hi - lo, 0))
+        (_, out), _ = scan(
+            step, (asarray_operand(lo, np.int32), init_val), None, length=max(hi - lo, 0)
+        )
         return out
     lower, upper = _operand(lower), _operand(upper)
 
@@ -557,7 +586,8 @@ def _cond_batch(args, dims, *, branches):
         return list(outs), [0] * len(outs)
     # A batched predicate: run every branch, then select per batch element.
     index = moveaxis(args[0], dims[0], 0)
-    from fgrad.lax.elementwise import max as lax_max, min as lax_min
+    from fgrad.lax.elementwise import max as lax_max
+    from fgrad.lax.elementwise import min as lax_min
 
     index = lax_min(lax_max(index, 0), len(branches) - 1)
     all_outs = [list(f(*op_vals)) for f in fns]
@@ -595,8 +625,7 @@ def _while_batch(args, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
         pred = cond_v(*cvals, *carry)[0]
         new = body_v(*bvals, *carry)
         return [
-            select_n(broadcast_in_dim(pred, tuple(o.shape), (0,)), o, v)
-            for o, v in zip(carry, new)
+            select_n(broadcast_in_dim(pred, tuple(o.shape), (0,)), o, v) for o, v in zip(carry, new)
         ]
 
     out = while_loop(cond_fun, body_fun, init)

@@ -8,14 +8,14 @@ dispatcher call ~0.5 us); primitives with a dedicated Numba kernel in
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from fgrad.backends import reference
-from fgrad.core import Primitive
-
 from fgrad.backends.cpu.kernels import KERNELS  # name -> kernel with the impl's signature
+from fgrad.core import Primitive
 
 
 def run(prim: Primitive, vals: Sequence[np.ndarray], params: dict[str, Any]) -> list[np.ndarray]:

@@ -19,12 +19,14 @@ milliseconds); a second code generator (CUDA) can reuse ``partition`` unchanged.
 from __future__ import annotations
 
 import builtins
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from fgrad.backends.cpu.emit import EMITTERS, np_type
+from fgrad.backends.cpu.emit import EMITTERS
 from fgrad.backends.cpu.kernel_cache import load_kernel
+from fgrad.backends.cpu.segments import segment_source, split_segments
 from fgrad.core import ClosedJaxpr, Eqn, Jaxpr, Literal, Var
 
 # ---------------------------------------------------------------- dead code and partition
@@ -60,8 +62,15 @@ def inline_calls(jaxpr: Jaxpr) -> Jaxpr:
     eqns: list[Eqn] = []
     for eqn in jaxpr.eqns:
         if eqn.primitive.name not in _CALLS:
-            eqns.append(Eqn(eqn.primitive, [sub(v) for v in eqn.invars], eqn.outvars,
-                            eqn.params, eqn.source_info))
+            eqns.append(
+                Eqn(
+                    eqn.primitive,
+                    [sub(v) for v in eqn.invars],
+                    eqn.outvars,
+                    eqn.params,
+                    eqn.source_info,
+                )
+            )
             continue
         inner = inline_calls(eqn.params["call_jaxpr"])
         env: dict[Var, Any] = dict(zip(inner.invars, [sub(v) for v in eqn.invars]))
@@ -165,89 +174,6 @@ def partition(eqns: Sequence[Eqn], outvars: Sequence[Any]) -> list[Eqn | FusionG
     return steps
 
 
-# ---------------------------------------------------------------- kernel generation
-
-
-def group_kernel_source(group: FusionGroup) -> tuple[str, str]:
-    """Numba source of one fused loop nest: ``kernel(*inputs, *outputs)``."""
-    rank = len(group.shape)
-    idx = ", ".join(f"i{d}" for d in range(rank)) if rank else "()"
-    consts: dict[tuple, str] = {}
-    lines_top: list[str] = []
-    loads: list[str] = []
-    body: list[str] = []
-    names: dict[Any, str] = {}
-    in_names = {v: f"a{k}" for k, v in enumerate(group.inputs)}
-    loaded: dict[Any, str] = {}
-
-    def const(value, dtype) -> str:
-        key = (repr(np.asarray(value, dtype).item()), np.dtype(dtype).name)
-        if key not in consts:
-            name = f"c{len(consts)}"
-            v = np.asarray(value, dtype).item()
-            if isinstance(v, float) and not np.isfinite(v):
-                lit = "np.inf" if v > 0 else ("-np.inf" if v < 0 else "np.nan")
-            else:
-                lit = repr(v)
-            consts[key] = name
-            lines_top.append(f"    {name} = {np_type(dtype)}({lit})")
-        return consts[key]
-
-    def load(v, pattern=None) -> str:
-        if isinstance(v, Literal):
-            return const(np.asarray(v.val), v.aval.dtype)
-        if v in names:
-            return names[v]
-        key = (v, pattern)
-        if key in loaded:
-            return loaded[key]
-        arr = in_names[v]
-        name = f"x{len(loaded)}"
-        if v.aval.shape == ():
-            lines_top.append(f"    {name} = {arr}[()]")
-        elif pattern is None:
-            loads.append(f"{name} = {arr}[{idx}]")
-        else:
-            loads.append(f"{name} = {arr}[{pattern}]")
-        loaded[key] = name
-        return name
-
-    for k, eqn in enumerate(group.eqns):
-        out = eqn.outvars[0]
-        if eqn.primitive.name == "broadcast_in_dim":
-            operand = eqn.invars[0]
-            bd = eqn.params["broadcast_dimensions"]
-            if isinstance(operand, Literal) or operand.aval.shape == ():
-                names[out] = load(operand)
-                continue
-            pattern = ", ".join(
-                f"i{d}" if operand.aval.shape[j] == group.shape[d] else "0"
-                for j, d in enumerate(bd)
-            )
-            names[out] = load(operand, pattern)
-            continue
-        args = [load(v) for v in eqn.invars]
-        expr = EMITTERS[eqn.primitive.name](eqn, args, const)
-        name = f"t{k}"
-        body.append(f"{name} = {expr}")
-        names[out] = name
-    stores = [f"o{j}[{idx}] = {names[v]}" for j, v in enumerate(group.outputs)]
-    params = [in_names[v] for v in group.inputs] + [f"o{j}" for j in range(len(group.outputs))]
-    src = ["@numba.njit(cache=True, error_model='numpy', nogil=True)"]
-    src.append(f"def kernel({', '.join(params)}):")
-    src.extend(lines_top)
-    inner = loads + body + stores
-    if rank == 0:
-        src.extend("    " + line for line in inner)
-    else:
-        dims = ", ".join(f"n{d}" for d in range(rank))
-        src.append(f"    {dims}{',' if rank == 1 else ''} = o0.shape")
-        for d in range(rank):
-            src.append("    " * (d + 1) + f"for i{d} in range(n{d}):")
-        src.extend("    " * (rank + 1) + line for line in inner)
-    return "\n".join(src) + "\n", "kernel"
-
-
 # ---------------------------------------------------------------- the driver
 
 
@@ -285,10 +211,10 @@ class Program:
         closed = ClosedJaxpr(jaxpr, closed.consts)
         self.jaxpr = jaxpr
         eqns = dce(jaxpr)
-        self.steps = (
-            partition(eqns, jaxpr.outvars) if fuse else list(eqns)
-        )
+        self.fuse = fuse
+        self.steps = partition(eqns, jaxpr.outvars) if fuse else list(eqns)
         self.kernels: dict[str, Any] = {}
+        self.segment_sources: dict[str, str] = {}
         self.source = self._generate(closed)
 
     @property
@@ -322,45 +248,57 @@ class Program:
         for v, c in zip(jaxpr.constvars, closed.consts):
             names[v] = glob(np.asarray(c), "_const")
         from_kernel: set[str] = set()
-        for step in self.steps:
-            if isinstance(step, FusionGroup):
-                if not step.outputs:
+        units = split_segments(self.steps) if self.fuse else list(self.steps)
+        reads = [_unit_reads(u) for u in units]
+        later: list[set] = [set() for _ in units]
+        acc = {v for v in jaxpr.outvars if isinstance(v, Var)}
+        for i in range(len(units) - 1, -1, -1):
+            later[i] = set(acc)
+            acc |= reads[i]
+
+        def arg(v) -> str:
+            r = ref(v)
+            return r if r in from_kernel or isinstance(v, Literal) else f"_c({r})"
+
+        for unit, needed_after in zip(units, later):
+            if isinstance(unit, list):
+                steps = [s for s in unit if isinstance(s, Eqn) or s.outputs]
+                if not steps:
                     continue
-                src, fname = group_kernel_source(step)
-                kname = glob(load_kernel(src, fname), "_k")
-                self.kernels[kname] = g[kname]
-                ins = []
-                for v in step.inputs:
-                    r = ref(v)
-                    ins.append(r if r in from_kernel else f"_c({r})")
-                outs = []
-                for v in step.outputs:
-                    o = fresh()
-                    shape, dt = v.aval.shape, v.aval.dtype
-                    lines.append(f"{o} = np.empty({shape!r}, np.{dt.name})")
+                defined = _unit_defines(steps)
+                inputs = [v for v in _ordered_reads(steps) if v not in defined]
+                outputs = [v for v in defined if v in needed_after]
+                if not outputs:
+                    continue
+                src, shapes = segment_source(steps, inputs, outputs)
+                sname = glob(load_kernel(src, "segment"), "_seg")
+                self.kernels[sname] = g[sname]
+                self.segment_sources[sname] = src
+                call_args = [arg(v) for v in inputs] + [repr(s) for s in shapes]
+                outs = [fresh() for _ in outputs]
+                lines.append(f"{', '.join(outs)}, = {sname}({', '.join(call_args)})")
+                for v, o in zip(outputs, outs):
                     names[v] = o
                     from_kernel.add(o)
-                    outs.append(o)
-                lines.append(f"{kname}({', '.join(ins + outs)})")
+                continue
+            eqn = unit
+            ins = [ref(v) for v in eqn.invars]
+            expr = _dot_expr(eqn, *ins) if eqn.primitive.name == "dot_general" else None
+            if expr is None and eqn.primitive.name in _CONTROL_FLOW:
+                fn = glob(_control_flow_runner(eqn), "_loop")
+                expr = f"{fn}({', '.join(ins)})"
+            if expr is None:
+                fn = glob(_bind_impl(eqn), "_f")
+                expr = f"{fn}({', '.join(ins)})"
+            outs = [fresh() for _ in eqn.outvars]
+            if not outs:
+                lines.append(expr)
+            elif eqn.primitive.multiple_results:
+                lines.append(f"{', '.join(outs)}{',' if len(outs) == 1 else ''} = {expr}")
             else:
-                eqn = step
-                ins = [ref(v) for v in eqn.invars]
-                expr = _dot_expr(eqn, *ins) if eqn.primitive.name == "dot_general" else None
-                if expr is None and eqn.primitive.name in _CONTROL_FLOW:
-                    fn = glob(_control_flow_runner(eqn), "_loop")
-                    expr = f"{fn}({', '.join(ins)})"
-                if expr is None:
-                    fn = glob(_bind_impl(eqn), "_f")
-                    expr = f"{fn}({', '.join(ins)})"
-                outs = [fresh() for _ in eqn.outvars]
-                if not outs:
-                    lines.append(expr)
-                elif eqn.primitive.multiple_results:
-                    lines.append(f"{', '.join(outs)}{',' if len(outs) == 1 else ''} = {expr}")
-                else:
-                    lines.append(f"{outs[0]} = {expr}")
-                for v, o in zip(eqn.outvars, outs):
-                    names[v] = o
+                lines.append(f"{outs[0]} = {expr}")
+            for v, o in zip(eqn.outvars, outs):
+                names[v] = o
         rets = []
         for v in jaxpr.outvars:
             r = ref(v)
@@ -379,6 +317,30 @@ class Program:
             return self._fn(*args)
 
 
+def _unit_reads(unit) -> set:
+    steps = unit if isinstance(unit, list) else [unit]
+    out = set()
+    for s in steps:
+        out.update(v for v in (s.invars if isinstance(s, Eqn) else s.inputs) if isinstance(v, Var))
+    return out
+
+
+def _unit_defines(steps) -> list[Var]:
+    out = []
+    for s in steps:
+        out.extend(s.outvars if isinstance(s, Eqn) else s.outputs)
+    return out
+
+
+def _ordered_reads(steps) -> list[Var]:
+    seen: dict[Var, None] = {}
+    for s in steps:
+        for v in s.invars if isinstance(s, Eqn) else s.inputs:
+            if isinstance(v, Var):
+                seen.setdefault(v, None)
+    return list(seen)
+
+
 def _bind_impl(eqn: Eqn):
     """The primitive's CPU kernel (Numba where one exists, else its NumPy impl) with its
     params bound, checking the output dtype."""
@@ -387,6 +349,7 @@ def _bind_impl(eqn: Eqn):
     impl, params = KERNELS.get(eqn.primitive.name, eqn.primitive.impl), dict(eqn.params)
     avals = [v.aval for v in eqn.outvars]
     if eqn.primitive.multiple_results:
+
         def run(*xs):
             return [np.asarray(o, a.dtype) for o, a in zip(impl(*xs, **params), avals)]
     else:

@@ -8,7 +8,7 @@ returns the name of a typed constant, so float32 loops never widen to float64.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

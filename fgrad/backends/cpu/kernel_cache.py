@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from fgrad.config import config
 

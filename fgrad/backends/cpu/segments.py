@@ -1,0 +1,253 @@
+"""Segments: runs of compiled steps merged into one Numba function.
+
+Calling a Numba function from Python costs ~0.3-0.5 us plus ~0.1 us per argument; a
+training step of a small model is dozens of steps, so per-step calls would dominate.
+Consecutive steps that Numba can run on its own — fusion groups, reductions,
+transposes, reshapes and small matrix products — are therefore emitted as ONE
+function (a *segment*). The Python driver calls a segment once, and leaves it only
+for BLAS-sized contractions and the primitives that run their NumPy kernels.
+
+Array sizes never appear in a segment's source: every shape it allocates is passed in
+as a tuple argument by the driver, so a new batch size reuses the compiled segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fgrad.backends.cpu.emit import EMITTERS, np_type
+from fgrad.core import Eqn, Literal, Var
+
+#: Contractions up to this many multiply-adds run as loops inside a segment.
+SMALL_DOT_MACS = 32768
+_REDUCE_OPS = ("reduce_sum", "reduce_max", "reduce_min")
+_RESHAPES = ("reshape", "squeeze", "expand_dims")
+_NUMERIC = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64)}
+
+
+def small_dot_kind(eqn: Eqn) -> str | None:
+    """``mm_nn``/``mm_tn``/``mm_nt``/``mm_tt`` for a small 2-D float product, else None."""
+    (lc, rc), (lb, _) = eqn.params["contract"], eqn.params["batch"]
+    x, y = eqn.invars[0].aval, eqn.invars[1].aval
+    if lb or x.ndim != 2 or y.ndim != 2 or x.dtype.kind != "f":
+        return None
+    kind = {
+        ((1,), (0,)): "mm_nn",
+        ((0,), (0,)): "mm_tn",
+        ((1,), (1,)): "mm_nt",
+        ((0,), (1,)): "mm_tt",
+    }.get((tuple(lc), tuple(rc)))
+    macs = x.size * y.shape[1 - rc[0]]
+    return kind if macs <= SMALL_DOT_MACS else None
+
+
+def eligible(step: Any) -> bool:
+    """Whether a step (FusionGroup or Eqn) can run inside a segment."""
+    if not isinstance(step, Eqn):
+        return True  # a fusion group
+    eqn = step
+    if any(isinstance(v, Literal) for v in eqn.invars):
+        return False
+    name = eqn.primitive.name
+    if name in _REDUCE_OPS:
+        return eqn.invars[0].aval.dtype in _NUMERIC
+    if name == "transpose" or name in _RESHAPES:
+        return True
+    if name == "dot_general":
+        return small_dot_kind(eqn) is not None
+    return False
+
+
+class _Emitter:
+    """Accumulates the source of one segment function."""
+
+    def __init__(self):
+        self.top: list[str] = []
+        self.body: list[str] = []
+        self.consts: dict[tuple, str] = {}
+        self.shape_args: list[tuple[int, ...]] = []
+        self.counter = 0
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def const(self, value, dtype) -> str:
+        v = np.asarray(value, dtype).item()
+        key = (repr(v), np.dtype(dtype).name)
+        if key not in self.consts:
+            if isinstance(v, float) and not np.isfinite(v):
+                lit = "np.inf" if v > 0 else ("-np.inf" if v < 0 else "np.nan")
+            else:
+                lit = repr(v)
+            name = f"c{len(self.consts)}"
+            self.consts[key] = name
+            self.top.append(f"{name} = {np_type(dtype)}({lit})")
+        return self.consts[key]
+
+    def shape_arg(self, shape: tuple[int, ...]) -> str:
+        self.shape_args.append(tuple(int(d) for d in shape))
+        return f"s{len(self.shape_args) - 1}"
+
+
+def group_lines(
+    group, arrays: dict[Var, str], out_names: list[str], em: _Emitter, indent: str
+) -> list[str]:
+    """One fused loop nest: read ``arrays``, write ``out_names`` (already allocated)."""
+    rank = len(group.shape)
+    idx = ", ".join(f"i{d}" for d in range(rank)) if rank else "()"
+    hoisted: list[str] = []
+    loads: list[str] = []
+    body: list[str] = []
+    names: dict[Any, str] = {}
+    loaded: dict[Any, str] = {}
+
+    def load(v, pattern=None) -> str:
+        if isinstance(v, Literal):
+            return em.const(np.asarray(v.val), v.aval.dtype)
+        if v in names:
+            return names[v]
+        key = (v, pattern)
+        if key not in loaded:
+            name = em.fresh("x")
+            if v.aval.shape == ():
+                hoisted.append(f"{name} = {arrays[v]}[()]")
+            else:
+                loads.append(f"{name} = {arrays[v]}[{idx if pattern is None else pattern}]")
+            loaded[key] = name
+        return loaded[key]
+
+    for eqn in group.eqns:
+        out = eqn.outvars[0]
+        if eqn.primitive.name == "broadcast_in_dim":
+            operand = eqn.invars[0]
+            if isinstance(operand, Literal) or operand.aval.shape == ():
+                names[out] = load(operand)
+                continue
+            bd = eqn.params["broadcast_dimensions"]
+            pattern = ", ".join(
+                f"i{d}" if operand.aval.shape[j] == group.shape[d] else "0"
+                for j, d in enumerate(bd)
+            )
+            names[out] = load(operand, pattern)
+            continue
+        args = [load(v) for v in eqn.invars]
+        name = em.fresh("t")
+        body.append(f"{name} = {EMITTERS[eqn.primitive.name](eqn, args, em.const)}")
+        names[out] = name
+    stores = [f"{o}[{idx}] = {names[v]}" for o, v in zip(out_names, group.outputs)]
+    lines = [indent + h for h in hoisted]
+    inner = loads + body + stores
+    if rank == 0:
+        return lines + [indent + s for s in inner]
+    dims = ", ".join(f"n{d}" for d in range(rank))
+    lines.append(f"{indent}{dims}{',' if rank == 1 else ''} = {out_names[0]}.shape")
+    for d in range(rank):
+        lines.append(indent + "    " * d + f"for i{d} in range(n{d}):")
+    lines.extend(indent + "    " * rank + s for s in inner)
+    return lines
+
+
+def _reduce_lines(eqn: Eqn, x: str, out: str, em: _Emitter) -> list[str]:
+    aval = eqn.invars[0].aval
+    axes = eqn.params["axes"]
+    kept = [d for d in range(aval.ndim) if d not in axes]
+    dtype = eqn.outvars[0].aval.dtype
+    name = eqn.primitive.name
+    init = {"reduce_sum": 0, "reduce_max": -np.inf, "reduce_min": np.inf}[name]
+    if dtype.kind in "iu" and name != "reduce_sum":
+        info = np.iinfo(dtype)
+        init = info.min if name == "reduce_max" else info.max
+    s = em.shape_arg(eqn.outvars[0].aval.shape)
+    lines = [f"{out} = np.full({s}, {em.const(init, dtype)})"]
+    rank = aval.ndim
+    oidx = ", ".join(f"i{d}" for d in kept) if kept else "()"
+    iidx = ", ".join(f"i{d}" for d in range(rank)) if rank else "()"
+    if rank:
+        dims = ", ".join(f"m{d}" for d in range(rank))
+        lines.append(f"{dims}{',' if rank == 1 else ''} = {x}.shape")
+    for d in range(rank):
+        lines.append("    " * d + f"for i{d} in range(m{d}):")
+    pad = "    " * rank
+    if name == "reduce_sum":
+        lines.append(f"{pad}{out}[{oidx}] += {x}[{iidx}]")
+    else:
+        fn = "np.maximum" if name == "reduce_max" else "np.minimum"
+        lines.append(f"{pad}{out}[{oidx}] = {fn}({out}[{oidx}], {x}[{iidx}])")
+    return lines
+
+
+def segment_source(
+    steps: Sequence[Any], inputs: Sequence[Var], outputs: Sequence[Var], name: str = "segment"
+) -> tuple[str, list[tuple[int, ...]]]:
+    """Source of one Numba function running ``steps``; and its shape arguments.
+
+    The function takes ``*inputs, *shape_args`` and returns a tuple of ``outputs``.
+    """
+    em = _Emitter()
+    arrays: dict[Var, str] = {v: f"a{i}" for i, v in enumerate(inputs)}
+    lines: list[str] = []
+    for step in steps:
+        if not isinstance(step, Eqn):
+            outs = []
+            for v in step.outputs:
+                o = em.fresh("o")
+                lines.append(
+                    f"{o} = np.empty({em.shape_arg(v.aval.shape)}, np.{v.aval.dtype.name})"
+                )
+                arrays[v] = o
+                outs.append(o)
+            if outs:
+                lines.extend(group_lines(step, arrays, outs, em, ""))
+            continue
+        eqn = step
+        prim = eqn.primitive.name
+        out = em.fresh("r")
+        x = arrays[eqn.invars[0]]
+        if prim in _REDUCE_OPS:
+            lines.extend(_reduce_lines(eqn, x, out, em))
+        elif prim == "transpose":
+            perm = tuple(eqn.params["permutation"])
+            lines.append(f"{out} = np.ascontiguousarray(np.transpose({x}, {perm!r}))")
+        elif prim in _RESHAPES:
+            s = em.shape_arg(eqn.outvars[0].aval.shape)
+            lines.append(f"{out} = np.ascontiguousarray({x}).reshape({s})")
+        elif prim == "dot_general":
+            y = arrays[eqn.invars[1]]
+            kind = small_dot_kind(eqn)
+            lines.append(f"{out} = {kind}(np.ascontiguousarray({x}), np.ascontiguousarray({y}))")
+        else:  # pragma: no cover - guarded by eligible()
+            raise AssertionError(prim)
+        arrays[eqn.outvars[0]] = out
+    rets = ", ".join(arrays[v] for v in outputs)
+    params = [f"a{i}" for i in range(len(inputs))] + [f"s{i}" for i in range(len(em.shape_args))]
+    src = [
+        "from fgrad.backends.cpu.seglib import mm_nn, mm_nt, mm_tn, mm_tt",
+        "",
+        "",
+        "@numba.njit(cache=True, error_model='numpy', nogil=True)",
+        f"def {name}({', '.join(params)}):",
+    ]
+    src.extend("    " + line for line in em.top + lines)
+    src.append(f"    return ({rets}{',' if len(outputs) == 1 else ''})")
+    return "\n".join(src) + "\n", em.shape_args
+
+
+def split_segments(steps: Sequence[Any]) -> list[Any]:
+    """Group consecutive eligible steps into lists; other steps stay single."""
+    out: list[Any] = []
+    run: list[Any] = []
+    for step in steps:
+        if eligible(step):
+            run.append(step)
+        else:
+            if run:
+                out.append(run)
+                run = []
+            out.append(step)
+    if run:
+        out.append(run)
+    return out
