@@ -515,6 +515,8 @@ class Primitive:
     def bind(self, *args, **params):
         """Apply the primitive: eagerly, or recorded/transformed by the top trace."""
         top = find_top_trace(args)
+        if top is None and not args and _trace_stack:
+            top = _staging_trace()  # e.g. iota under jit: record it, don't bake a constant
         if top is None:
             outs = execute(self, args, params)
         else:
@@ -633,6 +635,14 @@ class new_main:
         assert popped is self.main
         popped.alive = False
         return False
+
+
+def _staging_trace():
+    """The innermost abstract JaxprTrace (jit/make_jaxpr), if one is active."""
+    for main in reversed(_trace_stack):
+        if main.trace_type is JaxprTrace and not main.payload.concrete:
+            return JaxprTrace(main)
+    return None
 
 
 def find_top_trace(args: Sequence[Any]):

@@ -12,14 +12,21 @@ derive fresh keys. Reusing a key reproduces the same numbers, so split before ea
 
 The bits come from the ``threefry2x32`` primitive (Threefry-2x32, 20 rounds, Salmon et
 al. 2011) over a row-major counter, exactly as JAX's default implementation with
-``jax_threefry_partitionable`` on (its default since JAX 0.5). So ``key``, ``split``,
-``fold_in``, ``bits``, ``uniform`` (float16/32/64), ``bernoulli``, ``randint``,
-``permutation`` and ``choice`` equal ``jax.random`` bit for bit for the same key, and
-``normal``/``truncated_normal``/``gumbel``/``categorical`` equal it up to the rounding of
-``erf_inv``/``erf``/``log`` (JAX evaluates erfinv with a float32 polynomial; fgrad's is
-within about 1 ulp of the exact value). Defaults differ from JAX's x64 mode in one way
-only: floats default to float32, integers to int32 and ``bits`` to uint32, as in JAX's
-default (32-bit) mode.
+``jax_threefry_partitionable`` on (its default since JAX 0.5). For the same key:
+
+* ``key``/``PRNGKey``, ``split``, ``fold_in``, ``bits``, ``uniform`` on [0, 1) (float16,
+  float32, float64: the float64 mantissa comes from 64-bit draws, as in JAX),
+  ``bernoulli``, ``randint``, ``permutation`` and ``choice`` equal ``jax.random`` bit
+  for bit (``choice`` and ``randint`` with default dtypes as in JAX's default 32-bit
+  mode);
+* ``uniform`` with other bounds differs by at most one rounding: XLA fuses
+  ``u * (maxval - minval) + minval`` into a fused multiply-add, NumPy rounds twice;
+* ``normal``, ``truncated_normal`` and ``gumbel`` agree to float rounding: JAX's
+  float32 ``erf_inv`` is a polynomial good to a few ulp, fgrad's is within 1 ulp;
+  ``categorical`` (an argmax over Gumbel noise) agrees except at near-ties.
+
+Defaults follow JAX's default (32-bit) mode: floats are float32, integers int32 and
+``bits`` uint32.
 
 Keys are ordinary integer arrays: they flow through pytrees, ``grad`` (never
 differentiated), ``jit`` and ``vmap``.
@@ -291,9 +298,7 @@ def _broadcasts(a: Sequence[int], b: Sequence[int]) -> bool:
 
 def _is_unit_interval(minval, maxval) -> bool:
     py = (bool, int, float)
-    return (
-        isinstance(minval, py) and isinstance(maxval, py) and minval == 0 and maxval == 1
-    )
+    return isinstance(minval, py) and isinstance(maxval, py) and minval == 0 and maxval == 1
 
 
 def _unit_uniform(key, shape: tuple[int, ...], dtype: np.dtype):

@@ -4,6 +4,13 @@ Each family lives in its own module, every primitive declared once with its shap
 rule, reference impl, VJP and JVP side by side (see docs/adding-a-primitive.md).
 """
 
+from fgrad.lax.bits import (
+    bitcast_convert_type,
+    erf_inv,
+    shift_left,
+    shift_right_arithmetic,
+    shift_right_logical,
+)
 from fgrad.lax.contractions import dot, dot_general, dot_general_p
 from fgrad.lax.control_flow import (
     cond,

@@ -329,9 +329,7 @@ def variance_scaling(
     if mode not in ("fan_in", "fan_out", "fan_avg", "fan_geo_avg"):
         raise ValueError(f"invalid mode for variance scaling initializer: {mode}")
     if distribution not in ("truncated_normal", "normal", "uniform"):
-        raise ValueError(
-            f"invalid distribution for variance scaling initializer: {distribution}"
-        )
+        raise ValueError(f"invalid distribution for variance scaling initializer: {distribution}")
 
     def init(key, shape: Sequence[int], dtype=dtype):
         shape = _shape(shape)
@@ -494,9 +492,8 @@ lecun_normal = _scaling_factory(
         (4, 5)
     """,
 )
-for _name in ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal"):
-    globals()[_name].__name__ = globals()[_name].__qualname__ = _name
-for _name in ("lecun_uniform", "lecun_normal"):
+for _name in ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+              "lecun_normal"):  # fmt: skip
     globals()[_name].__name__ = globals()[_name].__qualname__ = _name
 del _name
 
