@@ -315,8 +315,9 @@ def _float_operand(name: str, x):
     """Promote integer/bool inputs of transcendental functions to float (as NumPy)."""
     x = _arr(x)
     if not is_float_dtype(x.dtype):
-        # NumPy's choice: 32/64-bit integers compute in float64, narrower ones in float32.
-        x = lax.convert_element_type(x, np.float64 if x.dtype.itemsize >= 4 else np.float32)
+        # NumPy's ufunc choice: the smallest float that holds the integer type exactly
+        # (bool/int8 -> float16, int16 -> float32, int32/int64 -> float64).
+        x = lax.convert_element_type(x, np.promote_types(x.dtype, np.float16))
     return x
 
 
