@@ -19,6 +19,9 @@ settings.register_profile(
 settings.register_profile(
     "thorough", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+settings.register_profile(
+    "huge", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("FGRAD_HYPOTHESIS", "ci"))
 
 try:  # JAX is a test oracle (dev extra); compare in float64.
