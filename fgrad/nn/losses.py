@@ -285,6 +285,4 @@ def l2_penalty(params, weights_only: bool = False):
         >>> nn.l2_penalty(p).item(), nn.l2_penalty(p, weights_only=True).item()
         (30.0, 5.0)
     """
-    return _total(
-        [fnp.sum(fnp.square(w)) for w in _penalised_leaves(params, weights_only)]
-    )
+    return _total([fnp.sum(fnp.square(w)) for w in _penalised_leaves(params, weights_only)])

@@ -26,7 +26,7 @@ import numpy as np
 
 from fgrad.backends.cpu.emit import EMITTERS
 from fgrad.backends.cpu.kernel_cache import load_kernel
-from fgrad.backends.cpu.segments import segment_source, split_segments
+from fgrad.backends.cpu.segments import MERGE_MAX_ELEMENTS, segment_source, split_segments
 from fgrad.core import ClosedJaxpr, Eqn, Jaxpr, Literal, Var
 
 # ---------------------------------------------------------------- dead code and partition
@@ -248,7 +248,13 @@ class Program:
         for v, c in zip(jaxpr.constvars, closed.consts):
             names[v] = glob(np.asarray(c), "_const")
         from_kernel: set[str] = set()
-        units = split_segments(self.steps) if self.fuse else list(self.steps)
+        largest = max(
+            (v.aval.size for e in jaxpr.eqns for v in list(e.invars) + list(e.outvars)
+             if isinstance(v, Var)),
+            default=0,
+        )
+        self.merged = largest <= MERGE_MAX_ELEMENTS
+        units = split_segments(self.steps, self.merged) if self.fuse else list(self.steps)
         reads = [_unit_reads(u) for u in units]
         later: list[set] = [set() for _ in units]
         acc = {v for v in jaxpr.outvars if isinstance(v, Var)}

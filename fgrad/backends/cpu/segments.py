@@ -211,7 +211,10 @@ def segment_source(
             lines.extend(_reduce_lines(eqn, x, out, em))
         elif prim == "transpose":
             perm = tuple(eqn.params["permutation"])
-            lines.append(f"{out} = np.ascontiguousarray(np.transpose({x}, {perm!r}))")
+            if perm == tuple(range(len(perm))):  # also rank 0: a fresh copy, never a view
+                lines.append(f"{out} = {x}.copy()")
+            else:
+                lines.append(f"{out} = np.ascontiguousarray(np.transpose({x}, {perm!r}))")
         elif prim in _RESHAPES:
             s = em.shape_arg(eqn.outvars[0].aval.shape)
             lines.append(f"{out} = np.ascontiguousarray({x}).reshape({s})")
@@ -236,8 +239,22 @@ def segment_source(
     return "\n".join(src) + "\n", em.shape_args
 
 
-def split_segments(steps: Sequence[Any]) -> list[Any]:
-    """Group consecutive eligible steps into lists; other steps stay single."""
+#: Programs whose arrays all have at most this many elements merge their steps into
+#: segments: for them call overhead dominates. Larger programs compile one kernel per
+#: fusion group instead: the work dominates there, and identical groups (the same
+#: optimizer update on parameters of different sizes) share one compiled kernel,
+#: which keeps compile time low.
+MERGE_MAX_ELEMENTS = 16384
+
+
+def split_segments(steps: Sequence[Any], merge: bool = True) -> list[Any]:
+    """Group consecutive eligible steps into lists (segments); other steps stay single.
+
+    With ``merge=False`` every fusion group is a segment of its own and the other
+    steps run outside segments.
+    """
+    if not merge:
+        return [[s] if not isinstance(s, Eqn) else s for s in steps]
     out: list[Any] = []
     run: list[Any] = []
     for step in steps:

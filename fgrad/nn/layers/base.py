@@ -93,8 +93,7 @@ class Layer:
             want = f"rank {rank}" if rank is not None else f"rank >= {min_rank}"
             layout = f" {what}" if what else ""
             raise self.error(
-                f"expected an input of {want}{layout}, got shape {shape} "
-                f"(rank {len(shape)})"
+                f"expected an input of {want}{layout}, got shape {shape} (rank {len(shape)})"
             )
 
     def positive_int(self, name: str, value: Any) -> int:
@@ -120,7 +119,9 @@ class Layer:
         spatial axis), or ``n`` entries each an int or a ``(low, high)`` pair."""
         if isinstance(padding, str):
             if padding.upper() not in ("SAME", "VALID"):
-                raise self.error(f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
+                raise self.error(
+                    f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}"
+                )
             return padding.upper()
         if isinstance(padding, int | np.integer) and not isinstance(padding, bool):
             padding = [int(padding)] * n
@@ -135,8 +136,7 @@ class Layer:
                     pads.append((int(lo), int(hi)))
         except (TypeError, ValueError):
             raise self.error(
-                f"padding must be 'SAME', 'VALID', an int or {n} (low, high) pairs, "
-                f"got {padding!r}"
+                f"padding must be 'SAME', 'VALID', an int or {n} (low, high) pairs, got {padding!r}"
             ) from None
         if len(pads) != n or any(lo < 0 or hi < 0 for lo, hi in pads):
             raise self.error(
@@ -188,7 +188,7 @@ def conv_output_size(size: int, window: int, stride: int, pads: tuple[int, int])
 
 
 def same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
-    """"SAME" padding (ceil(size / stride) outputs, the odd element high), as JAX/Keras."""
+    """ "SAME" padding (ceil(size / stride) outputs, the odd element high), as JAX/Keras."""
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + window - size, 0)
     return total // 2, total - total // 2

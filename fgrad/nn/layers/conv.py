@@ -61,11 +61,11 @@ class _Conv(Layer):
 
     def _pads(self, shape, kernel, strides, padding, dilation):
         spatial = shape[1:-1]
-        window = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+        window = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
         if padding == "VALID":
             pads = [(0, 0)] * len(spatial)
         elif padding == "SAME":
-            pads = [same_pads(n, w, s) for n, w, s in zip(spatial, window, strides)]
+            pads = [same_pads(n, w, s) for n, w, s in zip(spatial, window, strides, strict=True)]
         else:
             pads = list(padding)
         return pads, window
@@ -76,11 +76,13 @@ class _Conv(Layer):
         self.check_rank(shape, self.spatial_dims + 2, what=_AXES[self.spatial_dims])
         if shape[-1] % groups:
             raise self.error(
-                f"input channels ({shape[-1]}) must be divisible by feature_group_count "
-                f"({groups})"
+                f"input channels ({shape[-1]}) must be divisible by feature_group_count ({groups})"
             )
         pads, window = self._pads(shape, kernel, strides, padding, dilation)
-        out = [conv_output_size(n, w, s, p) for n, w, s, p in zip(shape[1:-1], window, strides, pads)]
+        out = [
+            conv_output_size(n, w, s, p)
+            for n, w, s, p in zip(shape[1:-1], window, strides, pads, strict=True)
+        ]
         if any(o < 1 for o in out):
             raise self.error(
                 f"input {shape} is too small for the (dilated) kernel {tuple(window)} with "
@@ -241,7 +243,7 @@ class ConvTranspose2D(Layer):
         kernel, strides, padding = self._hyper()
         self.check_rank(shape, 4, what=_AXES[2])
         out = []
-        for n, k, s in zip(shape[1:3], kernel, strides):
+        for n, k, s in zip(shape[1:3], kernel, strides, strict=True):
             out.append(n * s if padding == "SAME" else n * s + max(k - s, 0))
         return (shape[0], *out, self.features)
 
@@ -261,7 +263,7 @@ class ConvTranspose2D(Layer):
         kernel, strides, padding = self._hyper()
         self.check_rank(x.shape, 4, what=_AXES[2])
         x, w = match_dtype(x, params["w"])
-        pads = [transpose_pads(k, s, padding) for k, s in zip(kernel, strides)]
+        pads = [transpose_pads(k, s, padding) for k, s in zip(kernel, strides, strict=True)]
         y = conv_general_dilated(
             x,
             w[::-1, ::-1],

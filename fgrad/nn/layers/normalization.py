@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 import fgrad.numpy as fnp
 from fgrad import lax
 from fgrad.nn.layers.base import Layer, as_shape, float_input
@@ -70,8 +69,9 @@ class BatchNorm(Layer):
         x = float_input(x)
         self.check_rank(x.shape, min_rank=2, what="(batch, ..., features)")
         if not train:
-            y = _normalize(x, state["mean"], state["var"], self.epsilon,
-                           params["scale"], params["bias"])
+            y = _normalize(
+                x, state["mean"], state["var"], self.epsilon, params["scale"], params["bias"]
+            )
             return y, state
         axes = tuple(range(x.ndim - 1))
         mean = fnp.mean(x, axis=axes)
@@ -126,5 +126,3 @@ class LayerNorm(Layer):
         mean = fnp.mean(x, axis=-1, keepdims=True)
         var = fnp.mean(fnp.square(x - mean), axis=-1, keepdims=True)
         return _normalize(x, mean, var, self.epsilon, params["scale"], params["bias"]), state
-
-

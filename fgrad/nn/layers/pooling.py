@@ -30,10 +30,10 @@ class _Pool2D(Layer):
         if padding == "VALID":
             pads = [(0, 0), (0, 0)]
         elif padding == "SAME":
-            pads = [same_pads(n, w, s) for n, w, s in zip(shape[1:3], window, strides)]
+            pads = [same_pads(n, w, s) for n, w, s in zip(shape[1:3], window, strides, strict=True)]
         else:
             pads = list(padding)
-        for (lo, hi), w in zip(pads, window):
+        for (lo, hi), w in zip(pads, window, strict=True):
             if lo >= w or hi >= w:
                 raise self.error(f"padding {self.padding!r} must be smaller than the window")
         return window, strides, pads
@@ -42,7 +42,10 @@ class _Pool2D(Layer):
         shape = as_shape(self, input_shape)
         self.check_rank(shape, 4, what=_NHWC)
         window, strides, pads = self._pads(shape)
-        out = [conv_output_size(n, w, s, p) for n, w, s, p in zip(shape[1:3], window, strides, pads)]
+        out = [
+            conv_output_size(n, w, s, p)
+            for n, w, s, p in zip(shape[1:3], window, strides, pads, strict=True)
+        ]
         if any(o < 1 for o in out):
             raise self.error(f"input {shape} is smaller than the window {window}")
         return (shape[0], *out, shape[3])
@@ -107,7 +110,7 @@ class AvgPool2D(_Pool2D):
         # Real pixels per window, a constant: the product of per-axis counts.
         counts = [
             _axis_counts(n, w, s, p)
-            for n, w, s, p in zip(x.shape[1:3], window[1:3], strides[1:3], pads[1:3])
+            for n, w, s, p in zip(x.shape[1:3], window[1:3], strides[1:3], pads[1:3], strict=True)
         ]
         count = np.outer(counts[0], counts[1])[None, :, :, None].astype(x.dtype)
         return sums / fnp.asarray(count), state
