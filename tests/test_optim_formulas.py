@@ -513,12 +513,16 @@ def test_clip_by_global_norm_both_branches(params, grads, scale):
     run_both(optim.clip_by_global_norm(1.0), RefClipGlobal(1.0), params, grads)
 
 
-@given(params=params_st, grads=grads_st, bad=st.lists(st.booleans(), min_size=STEPS, max_size=STEPS))
+@given(
+    params=params_st, grads=grads_st, bad=st.lists(st.booleans(), min_size=STEPS, max_size=STEPS)
+)
 def test_apply_if_finite_matches_reference(params, grads, bad):
     """Steps with a NaN are skipped (zero update, momentum untouched) and counted."""
     grads = [
-        {"w": np.where(np.arange(6).reshape(2, 3) == 0, np.nan, g["w"]) if b else g["w"],
-         "b": g["b"]}
+        {
+            "w": np.where(np.arange(6).reshape(2, 3) == 0, np.nan, g["w"]) if b else g["w"],
+            "b": g["b"],
+        }
         for g, b in zip(grads, bad, strict=True)
     ]
 

@@ -247,12 +247,11 @@ def _canonical_dtype(dtype: Any) -> Any:
 
 
 def _tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
-    # asarray first: fnp.zeros_like does not accept Python scalars.
-    return tree_util.tree_map(lambda x: fnp.zeros_like(fnp.asarray(x), dtype=dtype), tree)
+    return tree_util.tree_map(lambda x: fnp.zeros_like(x, dtype=dtype), tree)
 
 
 def _tree_full_like(tree: Any, value: Any) -> Any:
-    return tree_util.tree_map(lambda x: fnp.full_like(fnp.asarray(x), value), tree)
+    return tree_util.tree_map(lambda x: fnp.full_like(x, value), tree)
 
 
 def _update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:

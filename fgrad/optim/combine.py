@@ -105,13 +105,13 @@ def named_chain(*named: tuple[str, GradientTransformation]) -> GradientTransform
     return GradientTransformation(init_fn, update_fn)
 
 
-class MultiTransformState(NamedTuple):
-    """State of ``multi_transform``: ``{label: MaskedState}``."""
+class PartitionState(NamedTuple):
+    """State of ``multi_transform`` (alias ``partition``): ``{label: MaskedState}``."""
 
     inner_states: Mapping[Hashable, Any]
 
 
-PartitionState = MultiTransformState  # optax >= 0.2.5 spells it partition
+MultiTransformState = PartitionState  # optax's older name, kept as optax keeps it
 
 
 def multi_transform(
@@ -130,7 +130,8 @@ def multi_transform(
             of it), or a function ``params -> labels``.
 
     Returns:
-        A ``GradientTransformation`` with state ``MultiTransformState``.
+        A ``GradientTransformation`` with state ``PartitionState`` (alias
+        ``MultiTransformState``).
 
     Example:
         >>> import fgrad.numpy as fnp
@@ -159,14 +160,14 @@ def multi_transform(
 
     def init_fn(params):
         labels = labels_for(params)
-        return MultiTransformState({k: group(labels, k).init(params) for k in transforms})
+        return PartitionState({k: group(labels, k).init(params) for k in transforms})
 
     def update_fn(updates, state, params=None):
         labels = labels_for(updates)
         new_states = {}
         for k in transforms:
             updates, new_states[k] = group(labels, k).update(updates, state.inner_states[k], params)
-        return updates, MultiTransformState(new_states)
+        return updates, PartitionState(new_states)
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -402,7 +402,7 @@ class WrappedScheduleState(NamedTuple):
     count: Any
 
 
-class InjectHyperparamsState(NamedTuple):
+class InjectStatefulHyperparamsState(NamedTuple):
     """State of an ``inject_hyperparams`` optimizer.
 
     Attributes:
@@ -420,8 +420,9 @@ class InjectHyperparamsState(NamedTuple):
     inner_state: Any
 
 
-# optax 0.2.x returns this (four-field) state under this name.
-InjectStatefulHyperparamsState = InjectHyperparamsState
+# optax 0.2.x's inject_hyperparams returns the four-field state above; its older
+# three-field InjectHyperparamsState is not used, so the name refers to the same class.
+InjectHyperparamsState = InjectStatefulHyperparamsState
 
 
 def _is_number(v: Any) -> bool:
@@ -450,11 +451,12 @@ def inject_hyperparams(
     """Wraps an optimizer factory so its numeric hyperparameters live in the state.
 
     ``inject_hyperparams(optim.adam)(learning_rate=0.1)`` builds an optimizer whose
-    state is an ``InjectHyperparamsState`` with ``hyperparams["learning_rate"]``
+    state is an ``InjectStatefulHyperparamsState`` with ``hyperparams["learning_rate"]``
     (and ``b1``, ``b2``, ...) as scalar arrays. Each update rebuilds the inner
     optimizer from those arrays, so a value changed between steps (with
     ``set_hyperparam``) takes effect without recompiling a jitted step. A callable
-    argument is a schedule of the step count and is re-evaluated every step.
+    argument is a schedule of the step count and is re-evaluated every step, except
+    for arguments whose name contains "mask" (mask functions of the params).
     Booleans, None and the names in ``static_args`` are passed through unchanged.
 
     Args:
@@ -496,6 +498,8 @@ def inject_hyperparams(
         for name, value in bound.arguments.items():
             if name in static_args or isinstance(value, bool):
                 other[name] = value
+            elif callable(value) and "mask" in name:
+                other[name] = value  # a mask function (of the params), not a schedule
             elif callable(value):
                 scheduled[name] = value
             elif _is_number(value):
@@ -515,7 +519,7 @@ def inject_hyperparams(
         def init_fn(params):
             counts = {k: WrappedScheduleState(count=_zero_count()) for k in scheduled}
             hparams = evaluate(numeric, counts, dtype_for(params))
-            return InjectHyperparamsState(
+            return InjectStatefulHyperparamsState(
                 count=_zero_count(),
                 hyperparams=hparams,
                 hyperparams_states=counts,
@@ -533,7 +537,7 @@ def inject_hyperparams(
                 k: WrappedScheduleState(count=safe_increment(s.count))
                 for k, s in state.hyperparams_states.items()
             }
-            return updates, InjectHyperparamsState(
+            return updates, InjectStatefulHyperparamsState(
                 count=safe_increment(state.count),
                 hyperparams=hparams,
                 hyperparams_states=counts,

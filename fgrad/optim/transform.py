@@ -148,7 +148,7 @@ def scale_by_schedule(step_size_fn: base.Schedule) -> GradientTransformation:
 
 
 def scale_by_learning_rate(
-    learning_rate: base.ScalarOrSchedule | None, *, flip_sign: bool = True
+    learning_rate: base.ScalarOrSchedule | None = None, *, flip_sign: bool = True
 ) -> GradientTransformation:
     """Scales by a learning rate (a float or a schedule), negated for descent.
 
@@ -671,7 +671,7 @@ def scale_by_trust_ratio(
         [0.0, 5.0]
     """
 
-    def update_fn(updates, state, params):
+    def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(f"scale_by_trust_ratio: {base.NO_PARAMS_MSG}")
 
@@ -823,14 +823,15 @@ def global_norm(updates: Any) -> Any:
         updates: a pytree of arrays.
 
     Returns:
-        A scalar array ``sqrt(sum_leaves sum(x^2))``.
+        A scalar array ``sqrt(sum_leaves sum(x^2))`` (its gradient is 0, not NaN,
+        at an all-zero tree).
 
     Example:
         >>> import fgrad.numpy as fnp
         >>> global_norm({"a": fnp.asarray([3.0]), "b": fnp.asarray([4.0])})
         Array(5., dtype=float32)
     """
-    return fnp.sqrt(_global_norm_sq(updates))
+    return _safe_sqrt(_global_norm_sq(updates))
 
 
 def clip_by_global_norm(max_norm: Any) -> GradientTransformation:

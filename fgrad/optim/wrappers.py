@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 import fgrad.numpy as fnp
 from fgrad import tree as tree_util
 from fgrad.optim import base
@@ -60,10 +62,18 @@ def _mask_leaves(mask_tree: Any, tree: Any, what: str) -> tuple[list, list, Any]
     try:
         subtrees = mask_def.flatten_up_to(tree)
     except ValueError as e:
+        # fgrad.tree reports "structures differ at <path>: expected <mask>, got <tree>
+        # (missing keys [...], extra keys [...])"; say which side is which.
+        detail = (
+            str(e)
+            .replace("expected ", "the mask has ")
+            .replace("got ", f"the {what} have ")
+            .replace("missing keys", f"keys missing from the {what}")
+            .replace("extra keys", "keys missing from the mask")
+        )
         raise ValueError(
-            f"masked: the mask does not match the {what}. The mask must have the "
-            f"{what}' structure (or a prefix of it) with a bool at each leaf; {e} "
-            f"(expected: the mask, got: the {what})"
+            f"masked: the mask does not match the {what}: {detail}. The mask must have the "
+            f"{what}' structure, or a prefix of it, with a bool at each leaf."
         ) from None
     flags = []
     for path, m in tree_util.tree_leaves_with_path(mask_tree):
@@ -199,7 +209,10 @@ def apply_if_finite(
         notfinite_count = fnp.where(finite, 0, safe_increment(state.notfinite_count)).astype(
             fnp.int32
         )
-        new_updates, new_inner = inner.update(updates, state.inner_state, params)
+        # Both outcomes are computed; NumPy's warnings about the non-finite inputs of
+        # the discarded one would only be noise.
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            new_updates, new_inner = inner.update(updates, state.inner_state, params)
         apply = fnp.logical_or(finite, notfinite_count > max_consecutive_errors)
         zeros = tree_util.tree_map(fnp.zeros_like, new_updates)
         out_updates = _tree_select(apply, new_updates, zeros)
@@ -383,8 +396,9 @@ class MultiSteps:
                 return _cast(acc, g.dtype) + (g - _cast(acc, g.dtype)) / n
             return g + _cast(acc, g.dtype)
 
-        acc_grads = tree_util.tree_map(accumulate, updates, state.acc_grads)
-        inner_updates, inner_state = self._opt.update(acc_grads, state.inner_opt_state, params)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # see apply_if_finite
+            acc_grads = tree_util.tree_map(accumulate, updates, state.acc_grads)
+            inner_updates, inner_state = self._opt.update(acc_grads, state.inner_opt_state, params)
         emit = state.mini_step == k - 1
         stepped = MultiStepsState(
             mini_step=(safe_increment(state.mini_step) % k).astype(fnp.int32),
