@@ -288,3 +288,29 @@ def test_integer_and_bool_programs():
     np.testing.assert_array_equal(
         np.asarray(f(i, m)), np.where([1, 0, 1, 0], [2, -6, 8, 14], [0, -2, 2, 3]) + [1, 0, 1, 0]
     )
+
+
+def test_jitted_training_step_with_optimizer_state_compiles_once():
+    from fgrad import optim
+
+    rng = _rng(6)
+    params = _mlp_params(rng)
+    x = fnp.asarray(rng.normal(size=(8, 3)).astype(np.float32))
+    y = fnp.asarray(np.eye(2, dtype=np.float32)[rng.integers(0, 2, 8)])
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-2))
+
+    def step(p, state, x, y):
+        loss, g = fgrad.value_and_grad(_mlp_loss)(p, x, y)
+        updates, state = opt.update(g, state, p)
+        return optim.apply_updates(p, updates), state, loss
+
+    jstep = fgrad.jit(step)
+    pe, se = params, opt.init(params)
+    pj, sj = params, opt.init(params)
+    for _ in range(15):
+        pe, se, le = step(pe, se, x, y)
+        pj, sj, lj = jstep(pj, sj, x, y)
+    assert jstep.trace_count == 1
+    np.testing.assert_allclose(float(lj), float(le), rtol=1e-5)
+    for a, b in zip(fgrad.tree.leaves(sj), fgrad.tree.leaves(se)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
