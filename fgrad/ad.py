@@ -456,27 +456,6 @@ def linearize(fun: Callable, *primals: Any):
 # ---------------------------------------------------------------- Jacobians
 
 
-def _basis(x, k):
-    """The k-th one-hot array shaped like x."""
-    e = np.zeros(int(np.prod(x.shape, dtype=np.int64)), dtype=x.dtype)
-    e[k] = 1
-    return Array(e.reshape(x.shape))
-
-
-def _stack_jac(columns: list, out_shape, in_shape, out_first: bool):
-    """Stack per-element results into an array of shape out_shape + in_shape."""
-    n = len(columns)
-    if n == 0:
-        dtype = columns[0].dtype if columns else np.float32
-        return Array(np.zeros(tuple(out_shape) + tuple(in_shape), dtype))
-    flat = [lax.reshape(c, (1, int(np.prod(c.shape, dtype=np.int64)))) for c in columns]
-    m = lax.concatenate(flat, 0)  # (n, size of each column)
-    if out_first:
-        # columns indexed by input element: m is (in_size, out_size) -> out + in
-        m = lax.transpose(m, (1, 0))
-    return lax.reshape(m, tuple(out_shape) + tuple(in_shape))
-
-
 def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     """Jacobian by forward mode: ``jvp`` vmapped over the standard basis of the inputs.
 

@@ -20,7 +20,8 @@ over a basis.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class BatchTracer(Tracer):
 
     __slots__ = ("val", "batch_dim")
 
-    def __init__(self, trace: "BatchTrace", val: Any, batch_dim: int | None, source_info="vmap"):
+    def __init__(self, trace: BatchTrace, val: Any, batch_dim: int | None, source_info="vmap"):
         self._trace = trace
         self.val = val
         self.batch_dim = batch_dim
@@ -101,7 +102,7 @@ class BatchTrace(Trace):
             raise
         if not prim.multiple_results:
             out, out_dims = [out], [out_dims]
-        return [BatchTracer(self, o, d, src) for o, d in zip(out, out_dims)]
+        return [BatchTracer(self, o, d, src) for o, d in zip(out, out_dims, strict=True)]
 
 
 # ---------------------------------------------------------------- vmap
@@ -136,7 +137,7 @@ def _broadcast_prefix(spec: Any, tree: Any, what: str) -> list[Any]:
             f"got {what}={spec!r}: {e}"
         ) from None
     flat: list[Any] = []
-    for axis, sub in zip(axes, subtrees):
+    for axis, sub in zip(axes, subtrees, strict=True):
         if axis is not None and not isinstance(axis, int | np.integer):
             raise TypeError(f"vmap {what} entries must be ints or None, got {axis!r}")
         n = len(tree_util.tree_leaves(sub))
@@ -227,7 +228,7 @@ def vmap(
         names = _arg_names(args, kwargs)
 
         vals, sizes = [], []
-        for x, ax, name in zip(flat_args, axes, names):
+        for x, ax, name in zip(flat_args, axes, names, strict=True):
             if ax is None:
                 vals.append(x)
                 continue
@@ -249,7 +250,7 @@ def vmap(
             out_ax = _broadcast_prefix(out_axes, out, "out_axes")
             results = [
                 _unbatch_output(trace, o, ax, size, i)
-                for i, (o, ax) in enumerate(zip(flat_out, out_ax))
+                for i, (o, ax) in enumerate(zip(flat_out, out_ax, strict=True))
             ]
         return tree_util.tree_unflatten(out_tree, results)
 
@@ -301,4 +302,3 @@ def _unbatch_output(trace: BatchTrace, out: Any, out_axis: int | None, size: int
     if d is None:
         return bdim_at(val, None, size, out_axis)
     return moveaxis(val, d, out_axis)
-

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from primitive_cases import CASES, Draw, load_all_primitives, load_tool
+from primitive_cases import CASES, Draw, load_tool
 
 import fgrad
 import fgrad.numpy as fnp
 from fgrad import lax
 
-LOAD_ERRORS = load_all_primitives()
-PRIMITIVES = load_tool().fgrad_primitives()
+TOOL = load_tool()  # tools/gen_primitive_table.py knows every module declaring primitives
+LOAD_ERRORS = TOOL.load_primitives()
+PRIMITIVES = TOOL.fgrad_primitives()
 
 
 # ---------------------------------------------------------------- registry sweep
@@ -59,7 +60,9 @@ def _draw_examples(case, data, dtype, size):
         d = Draw(replay, dtype)
         d.rng = np.random.default_rng([k, len(examples), 12345])
         args, params_k = case.gen(d)
-        assert params_k == params, "case params depend on the value RNG"
+        # Params come from the replayed structure draws; example 0's are used for all
+        # (sub-jaxprs are re-traced per example, so only their keys are compared).
+        assert params_k.keys() == params.keys()
         args = [np.asarray(a) for a in args]
         assert [(a.shape, a.dtype) for a in args] == [(a.shape, a.dtype) for a in examples[0]]
         examples.append(args)
@@ -95,9 +98,10 @@ def test_batching_rule_declared(name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(n for n in PRIMITIVES if n in CASES))
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
 @given(data=st.data())
 def test_vmap_matches_stacking(name, data):
+    assert name in CASES, f"primitive {name} has no entry in tests/primitive_cases.py"
     prim, case = PRIMITIVES[name], CASES[name]
     dtype = data.draw(st.sampled_from(case.dtypes), label="dtype")
     size = data.draw(st.integers(1, 3), label="batch size")
@@ -131,13 +135,15 @@ def test_vmap_matches_stacking(name, data):
         ops = [first[i] if ax is None else ex[i] for i, ax in enumerate(in_axes)]
         per_example.append(f(*ops))
     if prim.multiple_results:
-        wants = [np.stack([np.asarray(o[j]) for o in per_example], axis=out_axis)
-                 for j in range(len(per_example[0]))]
+        wants = [
+            np.stack([np.asarray(o[j]) for o in per_example], axis=out_axis)
+            for j in range(len(per_example[0]))
+        ]
         assert len(got) == len(wants)
     else:
         got = [got]
         wants = [np.stack([np.asarray(o) for o in per_example], axis=out_axis)]
-    for j, (g, w) in enumerate(zip(got, wants)):
+    for j, (g, w) in enumerate(zip(got, wants, strict=True)):
         _assert_same(g, w, dtype, f"{name} output {j}, in_axes={in_axes}, params={params}")
 
     # A real rule: the traced program is the same size at another batch size.
@@ -147,69 +153,6 @@ def test_vmap_matches_stacking(name, data):
             vf_n = fgrad.vmap(f, in_axes=in_axes, out_axes=out_axis)
             sizes[n] = len(fgrad.make_jaxpr(vf_n)(*batched(n)).eqns)
         assert sizes[size] == sizes[size + 4], f"{name}: equations grow with the batch: {sizes}"
-
-
-# Higher-order primitives (sub-jaxprs in their params) have no operand table; each
-# is reached through its public function instead.
-
-
-def _ho_cases():
-    def scan_fn(c, xs):
-        return lax.scan(lambda c, x: (c * 0.5 + x, c * x), c, xs)
-
-    def cond_fn(p, x):
-        return lax.cond(p, lambda v: v * 2.0, lambda v: v - 1.0, x)
-
-    def while_fn(x, n):
-        return lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1] * 1.5), (0, x))[1]
-
-    @fgrad.custom_jvp
-    def softplus_jvp(x):
-        return fnp.log1p(fnp.exp(x))
-
-    softplus_jvp.defjvp(lambda p, t: (softplus_jvp(p[0]), t[0] * lax.logistic(p[0])))
-
-    @fgrad.custom_vjp
-    def softplus_vjp(x):
-        return fnp.log1p(fnp.exp(x))
-
-    softplus_vjp.defvjp(lambda x: (softplus_vjp(x), x), lambda x, g: (g * lax.logistic(x),))
-
-    rng = np.random.default_rng(0)
-    f3 = rng.normal(size=(3,))
-    return {
-        "scan": (scan_fn, [lambda: rng.normal(size=(3,)), lambda: rng.normal(size=(4, 3))]),
-        "cond": (cond_fn, [lambda: rng.random() < 0.5, lambda: rng.normal(size=(3,))]),
-        "while": (while_fn, [lambda: rng.normal(size=(3,)), lambda: np.int32(rng.integers(0, 4))]),
-        "custom_jvp_call": (softplus_jvp, [lambda: rng.normal(size=(3,))]),
-        "custom_vjp_call": (softplus_vjp, [lambda: rng.normal(size=(3,))]),
-        "checkpoint": (fgrad.checkpoint(lambda x: fnp.sin(x) * x + f3), [lambda: f3 * 0]),
-    }
-
-
-HIGHER_ORDER = _ho_cases()
-
-
-@pytest.mark.parametrize("name", sorted(n for n in PRIMITIVES if n not in CASES))
-def test_vmap_higher_order(name):
-    assert name in HIGHER_ORDER, f"primitive {name} has no vmap test case"
-    fn, gens = HIGHER_ORDER[name]
-    size = 3
-    examples = [[np.asarray(g()) for g in gens] for _ in range(size)]
-    n_ops = len(gens)
-    # Every operand batched, then each operand alone batched (the others shared).
-    for mapped in [tuple(range(n_ops))] + [(i,) for i in range(n_ops)]:
-        in_axes = tuple(0 if i in mapped else None for i in range(n_ops))
-        ops = [
-            np.stack([ex[i] for ex in examples]) if i in mapped else examples[0][i]
-            for i in range(n_ops)
-        ]
-        got = fgrad.vmap(fn, in_axes=in_axes)(*ops)
-        rows = [fn(*[ex[i] if i in mapped else examples[0][i] for i in range(n_ops)])
-                for ex in examples]
-        want = fgrad.tree.tree_map(lambda *r: np.stack([np.asarray(v) for v in r]), *rows)
-        for g, w in zip(fgrad.tree.tree_leaves(got), fgrad.tree.tree_leaves(want)):
-            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-6, err_msg=f"{name} {in_axes}")
 
 
 # ---------------------------------------------------------------- in_axes / out_axes
@@ -310,8 +253,9 @@ def test_nested_vmap():
     # Mapping over different axes at each level.
     m = rng.normal(size=(2, 3, 4))
     got = fgrad.vmap(fgrad.vmap(lambda v: fnp.cumsum(v) * v[0], in_axes=0), in_axes=2)(m)
-    want = np.stack([np.stack([np.cumsum(m[i, :, k]) * m[i, 0, k] for i in range(2)])
-                     for k in range(4)])
+    want = np.stack(
+        [np.stack([np.cumsum(m[i, :, k]) * m[i, 0, k] for i in range(2)]) for k in range(4)]
+    )
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
 
 
@@ -340,8 +284,10 @@ def test_vmap_of_indexing_and_updates():
     want[np.arange(4), idx] = 0.0
     np.testing.assert_allclose(np.asarray(got), want)
     got = fgrad.vmap(lambda x, i: lax.dynamic_slice(x, (i,), (3,)))(xs, idx)
-    starts = np.clip(idx, 0, 3)
-    np.testing.assert_allclose(np.asarray(got), np.stack([x[s : s + 3] for x, s in zip(xs, starts)]))
+    starts = np.clip(np.where(idx < 0, idx + 6, idx), 0, 3)  # negative starts wrap, as JAX
+    np.testing.assert_allclose(
+        np.asarray(got), np.stack([x[s : s + 3] for x, s in zip(xs, starts, strict=True)])
+    )
 
 
 # ---------------------------------------------------------------- no loops in disguise
@@ -381,7 +327,12 @@ def _jac_cases():
 
     return [
         # (fgrad fn, jax fn, args, argnums)
-        (lambda x: fnp.sin(x) * x.sum(), lambda x: jnp.sin(x) * x.sum(), (np.linspace(-1, 1, 4),), 0),
+        (
+            lambda x: fnp.sin(x) * x.sum(),
+            lambda x: jnp.sin(x) * x.sum(),
+            (np.linspace(-1, 1, 4),),
+            0,
+        ),
         (
             lambda x, y: fnp.dot(x, y) ** 2,
             lambda x, y: jnp.dot(x, y) ** 2,
@@ -406,7 +357,7 @@ def test_jacobians_match_jax(mode):
         want = getattr(jax, mode)(jf, argnums=argnums)(*args)
         got_l, want_l = fgrad.tree.tree_leaves(got), jax.tree_util.tree_leaves(want)
         assert len(got_l) == len(want_l)
-        for g, w in zip(got_l, want_l):
+        for g, w in zip(got_l, want_l, strict=True):
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-10, atol=1e-12)
 
 
@@ -423,7 +374,7 @@ def test_hessian_matches_jax():
         x, x + 1
     )
     want = jax.hessian(lambda a, b: (jnp.sum(a * b) ** 2, a.sum()), (0, 1), has_aux=True)(x, x + 1)
-    for g, w in zip(fgrad.tree.tree_leaves(got), jax.tree_util.tree_leaves(want[0])):
+    for g, w in zip(fgrad.tree.tree_leaves(got), jax.tree_util.tree_leaves(want[0]), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(aux), x.sum())
 

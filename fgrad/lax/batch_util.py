@@ -13,14 +13,15 @@ these helpers for its own rules.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fgrad.core import Primitive
 
 
 def batch_size(args: Sequence[Any], dims: Sequence[int | None]) -> int:
     """The size of the batch axis (taken from the first batched operand)."""
-    for x, d in zip(args, dims):
+    for x, d in zip(args, dims, strict=True):
         if d is not None:
             return int(x.shape[d])
     raise ValueError("batching rule called with no batched operand")
@@ -82,7 +83,7 @@ def elementwise_rule(prim: Primitive, scalar_ok: Sequence[int] | None = None) ->
 
     def rule(args, dims, **params):
         size = batch_size(args, dims)
-        logical = [logical_shape(x, d) for x, d in zip(args, dims)]
+        logical = [logical_shape(x, d) for x, d in zip(args, dims, strict=True)]
         shape = next((s for s in logical if s != ()), ())
 
         def may_stay_scalar(i, x):
@@ -91,7 +92,7 @@ def elementwise_rule(prim: Primitive, scalar_ok: Sequence[int] | None = None) ->
         bdims = {d for d in dims if d is not None}
         if len(bdims) == 1 and all(
             (d is not None and logical[i] == shape) or (d is None and may_stay_scalar(i, x))
-            for i, (x, d) in enumerate(zip(args, dims))
+            for i, (x, d) in enumerate(zip(args, dims, strict=True))
         ):
             out_dim = bdims.pop()
             new = list(args)
@@ -99,7 +100,7 @@ def elementwise_rule(prim: Primitive, scalar_ok: Sequence[int] | None = None) ->
             from fgrad.lax.shapes import broadcast_in_dim
 
             out_dim, new = 0, []
-            for i, (x, d) in enumerate(zip(args, dims)):
+            for i, (x, d) in enumerate(zip(args, dims, strict=True)):
                 if d is None and may_stay_scalar(i, x):
                     new.append(x)
                     continue

@@ -536,10 +536,11 @@ def map(f: Callable, xs):  # noqa: A001 - jax.lax.map
 # batched at axis 0; scanned inputs carry their batch at axis 1 (axis 0 is time).
 
 
-def _body_vmap(jaxpr: Jaxpr, in_axes):
+def _body_vmap(jaxpr: Jaxpr, in_axes, size: int):
     from fgrad.batching import vmap
 
-    return vmap(lambda *a: _run_jaxpr(jaxpr, *a), in_axes=tuple(in_axes), out_axes=0)
+    return vmap(lambda *a: _run_jaxpr(jaxpr, *a), in_axes=tuple(in_axes), out_axes=0,
+                axis_size=size)
 
 
 def _front_or_none(x, d):
@@ -560,7 +561,7 @@ def _scan_batch(args, dims, *, jaxpr, num_consts, num_carry, length, reverse):
         (x, None) if d is None else (moveaxis(x, d, 1), 0)
         for x, d in zip(args[nc + nk :], dims[nc + nk :])
     ]
-    body = _body_vmap(jaxpr, [d for _, d in consts] + [0] * nk + [d for _, d in xs])
+    body = _body_vmap(jaxpr, [d for _, d in consts] + [0] * nk + [d for _, d in xs], size)
     const_vals = [c for c, _ in consts]
 
     def step(carry, x):
@@ -580,7 +581,7 @@ def _cond_batch(args, dims, *, branches):
     size = batch_size(args, dims)
     ops = [_front_or_none(x, d) for x, d in zip(args[1:], dims[1:])]
     op_vals, op_dims = [o for o, _ in ops], [d for _, d in ops]
-    fns = [_body_vmap(br, op_dims) for br in branches]
+    fns = [_body_vmap(br, op_dims, size) for br in branches]
     if dims[0] is None:
         outs = switch(args[0], [lambda *o, f=f: list(f(*o)) for f in fns], *op_vals)
         return list(outs), [0] * len(outs)
@@ -596,7 +597,6 @@ def _cond_batch(args, dims, *, branches):
         cases = [outs[j] for outs in all_outs]
         which = broadcast_in_dim(index, tuple(cases[0].shape), (0,))
         results.append(select_n(which, *cases))
-    del size
     return results, [0] * len(results)
 
 
@@ -613,8 +613,8 @@ def _while_batch(args, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
     bconsts = [_front_or_none(x, d) for x, d in zip(args[cn : cn + bn], dims[cn : cn + bn])]
     init = [bdim_at(x, d, size, 0) for x, d in zip(args[cn + bn :], dims[cn + bn :])]
     n = len(init)
-    cond_v = _body_vmap(cond_jaxpr, [d for _, d in cconsts] + [0] * n)
-    body_v = _body_vmap(body_jaxpr, [d for _, d in bconsts] + [0] * n)
+    cond_v = _body_vmap(cond_jaxpr, [d for _, d in cconsts] + [0] * n, size)
+    body_v = _body_vmap(body_jaxpr, [d for _, d in bconsts] + [0] * n, size)
     cvals, bvals = [c for c, _ in cconsts], [c for c, _ in bconsts]
 
     # Run while any element still loops; finished elements keep their carry.

@@ -48,8 +48,6 @@ def _gather_impl(x, idx):
     return np.take(x, np.clip(np.where(idx < 0, idx + n, idx), 0, max(n - 1, 0)), axis=0)
 
 
-
-
 def _clamped(idx, n: int):
     """The positions the gather impl reads: negative indices wrap, then all clamp."""
     wrapped = ew.select_n(ew.lt(idx, 0), idx, ew.add(idx, n))

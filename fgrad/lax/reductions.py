@@ -80,8 +80,6 @@ def _reduce_chooser(name: str, impl, identity) -> Primitive:
     return p
 
 
-
-
 def _lowest(dtype):
     if np.issubdtype(dtype, np.floating):
         return -np.inf

@@ -285,7 +285,7 @@ def _concatenate_jvp(ts, *xs, out, dimension):
 @concatenate_p.def_batch
 def _concatenate_batch(args, dims, *, dimension):
     size = batch_size(args, dims)
-    xs = [to_front(x, d, size) for x, d in zip(args, dims)]
+    xs = [to_front(x, d, size) for x, d in zip(args, dims, strict=True)]
     return concatenate_p.bind(*xs, dimension=dimension + 1), 0
 
 
@@ -462,8 +462,10 @@ def slice(operand, start_indices, limit_indices, strides=None):  # noqa: A001
 
 
 def _clamp_starts(starts, shape, sizes):
-    # JAX clamps start indices so the slice stays inside the operand.
-    return [int(np.clip(int(s), 0, n - k)) for s, n, k in zip(starts, shape, sizes)]
+    # As JAX: a negative start counts from the end (start + n), then starts are clamped
+    # so that the slice stays inside the operand.
+    starts = [int(s) + n if int(s) < 0 else int(s) for s, n in zip(starts, shape)]
+    return [int(np.clip(s, 0, n - k)) for s, n, k in zip(starts, shape, sizes)]
 
 
 dynamic_slice_p = Primitive("dynamic_slice")
@@ -521,7 +523,8 @@ def _dynamic_slice_batch(args, dims, *, slice_sizes):
 
 
 def _window_positions(shape, starts, start_dims, window, size, offset_batches: bool):
-    """Flat row-major positions of a ``window`` at per-example (clamped) starts.
+    """Flat row-major positions of a ``window`` at per-example starts (negative ones
+    counted from the end, then clamped, as the impls do).
 
     Returns an int array of shape ``(size, *window)``: example b's window inside a
     ``shape`` array, plus ``b * prod(shape)`` when ``offset_batches`` (positions in
@@ -538,8 +541,9 @@ def _window_positions(shape, starts, start_dims, window, size, offset_batches: b
         axis = np.arange(window[k], dtype=itype).reshape([-1 if j == k else 1 for j in range(nd)])
         offsets = offsets + axis * strides[k]
     base = asarray_operand(0, itype)
-    for k, (s, d) in enumerate(zip(starts, start_dims)):
+    for k, (s, d) in enumerate(zip(starts, start_dims, strict=True)):
         s = ew.convert_element_type(s, itype)
+        s = ew.select_n(ew.lt(s, 0), s, ew.add(s, asarray_operand(shape[k], itype)))
         s = ew.max(s, asarray_operand(0, itype))
         s = ew.min(s, asarray_operand(shape[k] - window[k], itype))
         s = ew.mul(s, asarray_operand(strides[k], itype))
@@ -552,7 +556,8 @@ def _window_positions(shape, starts, start_dims, window, size, offset_batches: b
 
 
 def dynamic_slice(operand, start_indices: Sequence[Any], slice_sizes: Sequence[int]):
-    """Slice of static size at traced start indices (clamped to stay in bounds)."""
+    """Slice of static size at traced start indices; as in JAX, a negative start counts
+    from the end, and starts are clamped so the slice stays in bounds."""
     operand = asarray_operand(operand)
     idx = [asarray_operand(i) for i in start_indices]
     idx = [i if i.dtype == np.int32 else _to_int32(i) for i in idx]
@@ -630,7 +635,8 @@ def _dus_batch(args, dims):
 
 
 def dynamic_update_slice(operand, update, start_indices: Sequence[Any]):
-    """Write ``update`` into ``operand`` at traced start indices (clamped)."""
+    """Write ``update`` into ``operand`` at traced start indices (negative ones count
+    from the end; then clamped so the update fits, as in JAX)."""
     operand, update = promote_scalars(operand, update)
     idx = [asarray_operand(i) for i in start_indices]
     idx = [i if i.dtype == np.int32 else _to_int32(i) for i in idx]
