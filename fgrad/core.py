@@ -963,19 +963,6 @@ def eval_jaxpr(jaxpr: Jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
     return [read(v) for v in jaxpr.outvars]
 
 
-# ---------------------------------------------------------------- helpers for callers
-
-
-def is_array_like(x: Any) -> bool:
-    """True for values fgrad treats as array leaves."""
-    return isinstance(x, Array | Tracer | np.ndarray | np.generic | bool | int | float)
-
-
-def flatten_fun_args(args: Sequence[Any]):
-    """Flatten positional args into leaves and a treedef."""
-    return tree_util.tree_flatten(list(args))
-
-
 def make_jaxpr(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable:
     """Return a function that traces ``fun`` and gives its IR as a ``ClosedJaxpr``.
 
