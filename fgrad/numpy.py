@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -150,17 +150,17 @@ def full(shape, fill_value, dtype=None):
 
 def zeros_like(a, dtype=None, shape=None):
     """Zeros with the shape and dtype of ``a``."""
-    return full(a.shape if shape is None else shape, 0, dtype or _dtype_of(a))
+    return full(np.shape(a) if shape is None else shape, 0, dtype or _dtype_of(a))
 
 
 def ones_like(a, dtype=None, shape=None):
     """Ones with the shape and dtype of ``a``."""
-    return full(a.shape if shape is None else shape, 1, dtype or _dtype_of(a))
+    return full(np.shape(a) if shape is None else shape, 1, dtype or _dtype_of(a))
 
 
 def full_like(a, fill_value, dtype=None, shape=None):
     """``fill_value`` with the shape and dtype of ``a``."""
-    return full(a.shape if shape is None else shape, fill_value, dtype or _dtype_of(a))
+    return full(np.shape(a) if shape is None else shape, fill_value, dtype or _dtype_of(a))
 
 
 def empty(shape, dtype=None):
@@ -340,10 +340,11 @@ def multiply(x, y):
 
 
 def divide(x, y):
-    """Elementwise true division; integer inputs give floats (as NumPy)."""
+    """Elementwise true division; integer and bool inputs give float64 (as NumPy)."""
     x, y = _promote("divide", x, y)
     if not is_float_dtype(x.dtype):
-        x, y = _float_operand("divide", x), _float_operand("divide", y)
+        # Unlike the unary functions, NumPy's true_divide has only a float64 loop for them.
+        x, y = lax.convert_element_type(x, np.float64), lax.convert_element_type(y, np.float64)
     return lax.div(x, y)
 
 
@@ -373,11 +374,32 @@ mod = remainder
 def power(x, y):
     """Elementwise ``x ** y``; a Python-int exponent uses ``integer_pow``."""
     if isinstance(y, int) and not isinstance(y, bool):
-        return lax.integer_pow(_arr(x), y)
+        x = _arr(x)
+        if y < 0 and not is_float_dtype(x.dtype):
+            raise ValueError("Integers to negative integer powers are not allowed (as NumPy)")
+        return lax.integer_pow(x, y)
     x, y = _promote("power", x, y)
+    if np.issubdtype(x.dtype, np.integer):
+        return _integer_power(x, y)
     if not is_float_dtype(x.dtype):
         x, y = _float_operand("power", x), _float_operand("power", y)
     return lax.pow(x, y)
+
+
+def _integer_power(x, y):
+    """``x ** y`` for integer arrays, exactly, by square-and-multiply (NumPy keeps ints)."""
+    known = not isinstance(y, Tracer)
+    if known and (np.asarray(y) < 0).any():
+        raise ValueError("Integers to negative integer powers are not allowed (as NumPy)")
+    # One step per bit of the exponent: as many as the largest one needs when it is known.
+    bits = int(np.max(np.asarray(y), initial=0)).bit_length() if known else 8 * y.dtype.itemsize
+    shape = np.broadcast_shapes(tuple(x.shape), tuple(y.shape))
+    base, e = broadcast_to(x, shape), broadcast_to(y, shape)
+    result = full(shape, 1, x.dtype)
+    for _ in range(bits):
+        result = where(lax.ne(lax.bitwise_and(e, 1), 0), result * base, result)
+        base, e = base * base, lax.div(e, 2)
+    return result
 
 
 def negative(x):
@@ -634,7 +656,14 @@ def array_equal(a, b) -> bool:
 def _axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    return tuple(sorted(a % ndim if ndim else 0 for a in ((axis,) if isinstance(axis, int) else axis)))
+    out = []
+    for a in (axis,) if isinstance(axis, int | np.integer) else axis:
+        if not -ndim <= a < ndim:
+            raise FgradTypeError(
+                f"axis {a} is out of range for an array of rank {ndim} at {user_frame()}"
+            )
+        out.append(int(a) % ndim)
+    return tuple(sorted(out))
 
 
 def _keep(out, x_shape, axes, keepdims):
@@ -657,8 +686,10 @@ def sum(a, axis=None, dtype=None, keepdims=False):  # noqa: A001
 def mean(a, axis=None, dtype=None, keepdims=False):
     """Arithmetic mean over ``axis``."""
     a = _arr(a)
-    if not is_float_dtype(a.dtype):
-        a = lax.convert_element_type(a, dtype or np.float64 if dtype is None else dtype)
+    if dtype is not None:
+        a = _astype(a, dtype)
+    elif not is_float_dtype(a.dtype):
+        a = lax.convert_element_type(a, np.float64)
     axes = _axes(axis, a.ndim)
     n = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
     return sum(a, axis, keepdims=keepdims) / float(n)
@@ -684,6 +715,8 @@ def max(a, axis=None, keepdims=False, initial=None):  # noqa: A001
     """Maximum over ``axis``."""
     a = _arr(a)
     axes = _axes(axis, a.ndim)
+    if initial is None and builtins.any(a.shape[i] == 0 for i in axes):
+        raise ValueError("zero-size array to reduction operation max which has no identity")
     out = _keep(lax.reduce_max(a, axes), a.shape, axes, keepdims)
     return out if initial is None else maximum(out, initial)
 
@@ -692,6 +725,8 @@ def min(a, axis=None, keepdims=False, initial=None):  # noqa: A001
     """Minimum over ``axis``."""
     a = _arr(a)
     axes = _axes(axis, a.ndim)
+    if initial is None and builtins.any(a.shape[i] == 0 for i in axes):
+        raise ValueError("zero-size array to reduction operation min which has no identity")
     out = _keep(lax.reduce_min(a, axes), a.shape, axes, keepdims)
     return out if initial is None else minimum(out, initial)
 
@@ -732,7 +767,8 @@ def argmax(a, axis=None, keepdims=False):
     """Index of the first maximum (over the flattened array when ``axis`` is None)."""
     a = _arr(a)
     if axis is None:
-        return lax.argmax(ravel(a), 0)
+        out = lax.argmax(ravel(a), 0)
+        return lax.reshape(out, (1,) * a.ndim) if keepdims else out
     out = lax.argmax(a, axis)
     return _keep(out, a.shape, (axis % a.ndim,), keepdims)
 
@@ -741,7 +777,8 @@ def argmin(a, axis=None, keepdims=False):
     """Index of the first minimum (over the flattened array when ``axis`` is None)."""
     a = _arr(a)
     if axis is None:
-        return lax.argmin(ravel(a), 0)
+        out = lax.argmin(ravel(a), 0)
+        return lax.reshape(out, (1,) * a.ndim) if keepdims else out
     out = lax.argmin(a, axis)
     return _keep(out, a.shape, (axis % a.ndim,), keepdims)
 
@@ -1147,15 +1184,50 @@ class _Linalg:
 
     @staticmethod
     def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
-        """Vector/Frobenius 2-norm by default; ``ord`` 1, 2, inf for vectors."""
+        """As ``np.linalg.norm``: vector norms of any order; matrix norms None/'fro', 1, inf.
+
+        A matrix norm is taken over two axes (``axis=None`` on a 2-D array, or a pair).
+        The spectral and nuclear norms (``ord`` 2, -2, 'nuc') need singular values and
+        are not supported.
+        """
         x = _float_operand("norm", x)
-        if ord is None or ord == 2 or ord == "fro":
+        if axis is None and ord is None:
+            return sqrt(sum(square(x), None, keepdims=keepdims))
+        axes = _axes(axis, x.ndim)
+        if len(axes) == 2:
+            # Unsorted: the first axis holds the rows, as in NumPy.
+            pair = (0, 1) if axis is None else tuple(a % x.ndim for a in axis)
+            return _matrix_norm(x, ord, pair, keepdims)
+        if len(axes) != 1:
+            raise ValueError(f"linalg.norm: improper number of axes {axis!r} for ord={ord!r}")
+        if ord is None or ord == 2:
             return sqrt(sum(square(x), axis, keepdims=keepdims))
-        if ord == 1:
-            return sum(abs(x), axis, keepdims=keepdims)
         if ord == np.inf:
             return max(abs(x), axis, keepdims=keepdims)
-        raise ValueError(f"linalg.norm: ord={ord!r} is not supported")
+        if ord == -np.inf:
+            return min(abs(x), axis, keepdims=keepdims)
+        if ord == 1:
+            return sum(abs(x), axis, keepdims=keepdims)
+        if ord == 0:  # the number of nonzero entries
+            return sum(not_equal(x, 0).astype(x.dtype), axis, keepdims=keepdims)
+        if isinstance(ord, str):
+            raise ValueError(f"linalg.norm: invalid norm order {ord!r} for vectors")
+        return sum(abs(x) ** float(ord), axis, keepdims=keepdims) ** (1.0 / ord)
+
+
+def _matrix_norm(x, ord, axes, keepdims):
+    rows, cols = axes
+    if ord is None or ord == "fro":
+        out = sqrt(sum(square(x), axes, keepdims=True))
+    elif ord in (1, -1):  # max (min) over columns of the column sums
+        col_sums = sum(abs(x), rows, keepdims=True)
+        out = max(col_sums, cols, keepdims=True) if ord == 1 else min(col_sums, cols, True)
+    elif ord in (np.inf, -np.inf):  # max (min) over rows of the row sums
+        row_sums = sum(abs(x), cols, keepdims=True)
+        out = max(row_sums, rows, keepdims=True) if ord > 0 else min(row_sums, rows, True)
+    else:
+        raise ValueError(f"linalg.norm: matrix norm ord={ord!r} is not supported")
+    return out if keepdims else squeeze(out, tuple(axes))
 
 
 linalg = _Linalg()
