@@ -280,7 +280,10 @@ class Program:
                 sname = glob(load_kernel(src, "segment"), "_seg")
                 self.kernels[sname] = g[sname]
                 self.segment_sources[sname] = src
-                call_args = [arg(v) for v in inputs] + [repr(s) for s in shapes]
+                call_args = [arg(v) for v in inputs]
+                if shapes:
+                    flat = np.asarray([d for s in shapes for d in s], dtype=np.int64)
+                    call_args.append(glob(flat, "_shp"))
                 outs = [fresh() for _ in outputs]
                 lines.append(f"{', '.join(outs)}, = {sname}({', '.join(call_args)})")
                 for v, o in zip(outputs, outs):

@@ -185,7 +185,9 @@ def segment_source(
 ) -> tuple[str, list[tuple[int, ...]]]:
     """Source of one Numba function running ``steps``; and its shape arguments.
 
-    The function takes ``*inputs, *shape_args`` and returns a tuple of ``outputs``.
+    The function takes ``*inputs, shp`` (every shape it allocates, concatenated into one
+    int64 array, in the order of the returned shape list) and returns a tuple of
+    ``outputs``.
     """
     em = _Emitter()
     arrays: dict[Var, str] = {v: f"a{i}" for i, v in enumerate(inputs)}
@@ -226,7 +228,13 @@ def segment_source(
             raise AssertionError(prim)
         arrays[eqn.outvars[0]] = out
     rets = ", ".join(arrays[v] for v in outputs)
-    params = [f"a{i}" for i in range(len(inputs))] + [f"s{i}" for i in range(len(em.shape_args))]
+    # All shapes travel in one int64 array (one argument to unbox, not one tuple each).
+    unpack, pos = [], 0
+    for i, shape in enumerate(em.shape_args):
+        dims = ", ".join(f"shp[{pos + k}]" for k in range(len(shape)))
+        unpack.append(f"s{i} = ({dims}{',' if len(shape) == 1 else ''})")
+        pos += len(shape)
+    params = [f"a{i}" for i in range(len(inputs))] + (["shp"] if em.shape_args else [])
     src = [
         "from fgrad.backends.cpu.seglib import mm_nn, mm_nt, mm_tn, mm_tt",
         "",
@@ -234,7 +242,7 @@ def segment_source(
         "@numba.njit(cache=True, error_model='numpy', nogil=True)",
         f"def {name}({', '.join(params)}):",
     ]
-    src.extend("    " + line for line in em.top + lines)
+    src.extend("    " + line for line in unpack + em.top + lines)
     src.append(f"    return ({rets}{',' if len(outputs) == 1 else ''})")
     return "\n".join(src) + "\n", em.shape_args
 
