@@ -109,7 +109,7 @@ class JittedFunction:
             else:
                 v = _leaf_value(x)
             vals.append(v)
-            sig.append((v.shape, v.dtype))
+            sig.append((v.shape, v.dtype.num))
         key = (in_tree, tuple(sig), static_key, self.backend or config.default_backend)
         entry = self._cache.get(key)
         if entry is None:
@@ -120,7 +120,8 @@ class JittedFunction:
         outs = program(*vals)
         if config.debug_nans or config.debug_infs:
             _check_outputs(closed, vals, outs)
-        return tree_util.tree_unflatten(out_tree, [_wrap(o) for o in outs])
+        wrap = _wrap
+        return tree_util.tree_unflatten(out_tree, [wrap(o) for o in outs])
 
     # ------------------------------------------------------------ tracing and compiling
     def _compile(self, key, args, kwargs, in_tree, vals, static_kw):

@@ -215,6 +215,7 @@ class Program:
         self.steps = partition(eqns, jaxpr.outvars) if fuse else list(eqns)
         self.kernels: dict[str, Any] = {}
         self.segment_sources: dict[str, str] = {}
+        self.calls_numpy = False  # NumPy kernels may warn on inf/NaN; Numba ones don't
         self.source = self._generate(closed)
 
     @property
@@ -299,6 +300,7 @@ class Program:
             if expr is None:
                 fn = glob(_bind_impl(eqn), "_f")
                 expr = f"{fn}({', '.join(ins)})"
+                self.calls_numpy = True
             outs = [fresh() for _ in eqn.outvars]
             if not outs:
                 lines.append(expr)
@@ -321,6 +323,8 @@ class Program:
         return source
 
     def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
+        if not self.calls_numpy:
+            return self._fn(*args)
         # Overflow to inf and 0/0 = NaN are results, not warnings (as in JAX).
         with np.errstate(all="ignore"):
             return self._fn(*args)

@@ -243,7 +243,8 @@ def _pad(eqn: Eqn):
 
 def _starts_source(rank: int, kind: str) -> str:
     """dynamic_slice (``kind == "slice"``) or dynamic_update_slice (``"update"``) with
-    the start indices read from device scalars and clamped as the reference does."""
+    the start indices read from device scalars; as JAX, a negative start counts from
+    the end, then starts are clamped so that the window stays inside the operand."""
     params = ["n"] + [f"s{d}" for d in range(rank)] + [f"N{d}" for d in range(rank)]
     params += [f"T{d}" for d in range(rank)] + [f"q{d}" for d in range(rank)]
     body = _unravel(rank)
@@ -251,6 +252,8 @@ def _starts_source(rank: int, kind: str) -> str:
     for d in range(rank):
         body += [
             f"b{d} = np.int64(q{d}[0])",
+            f"if b{d} < 0:",
+            f"    b{d} += N{d}",
             f"if b{d} > N{d} - s{d}:",
             f"    b{d} = N{d} - s{d}",
             f"if b{d} < 0:",
