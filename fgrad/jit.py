@@ -82,6 +82,8 @@ class JittedFunction:
         del donate_argnums  # accepted for JAX compatibility; buffers are not donated
         self._cache: OrderedDict = OrderedDict()
         self.trace_count = 0
+        # Seconds spent tracing, generating and compiling (Numba compiles lazily, so
+        # this includes each new program's first run).
         self.compile_time = 0.0
         self._last_sig: _Signature | None = None
 
@@ -114,10 +116,15 @@ class JittedFunction:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, in_tree, vals, static_kw)
-        elif len(self._cache) > 1:
-            self._cache.move_to_end(key)  # least recently used programs are evicted first
-        program, out_tree, closed = entry
-        outs = program(*vals)
+            program, out_tree, closed = entry
+            t0 = time.perf_counter()
+            outs = program(*vals)  # Numba compiles (or loads from disk) on first call
+            self.compile_time += time.perf_counter() - t0
+        else:
+            if len(self._cache) > 1:
+                self._cache.move_to_end(key)  # least recently used programs go first
+            program, out_tree, closed = entry
+            outs = program(*vals)
         if config.debug_nans or config.debug_infs:
             _check_outputs(closed, vals, outs)
         wrap = _wrap

@@ -62,26 +62,38 @@ def _dot_general_impl(x, y, *, contract, batch):
 
 
 def _transpose_operand(ct, other, operand_nd, contract, batch, ct_other_dims, other_free):
-    """Cotangent of one operand: contract ct with the other operand, then permute."""
+    """Cotangent of one operand: contract ct with the other operand, then permute.
+
+    Both operand orders give the same numbers; the one whose result already has the
+    operand's axis order is used, so the usual matmul gradients (x.T @ ct for a
+    weight) need no transpose afterwards, and hence no copy in compiled programs.
+    """
     c_mine, c_other = contract
     b_mine, b_other = batch
     nb = len(b_mine)
     mine_free = _free_dims(operand_nd, c_mine, b_mine)
-    out = dot_general(
-        ct,
-        other,
-        ((tuple(ct_other_dims), tuple(other_free)), (tuple(range(nb)), tuple(b_other))),
-    )
-    # out layout: batch, my free dims, then the other's contracted dims in ascending order.
     other_sorted = sorted(c_other)
-    pos = {}
-    for i, a in enumerate(b_mine):
-        pos[a] = i
-    for j, a in enumerate(mine_free):
-        pos[a] = nb + j
+    batch_dims = (tuple(range(nb)), tuple(b_other))
+    # Order A, dot(ct, other): batch, my free dims, then my contracted dims in the
+    # ascending order of the other's matching dims.
+    pos_a = {a: i for i, a in enumerate(b_mine)}
+    pos_a.update({a: nb + j for j, a in enumerate(mine_free)})
     for a_mine, a_other in zip(c_mine, c_other):
-        pos[a_mine] = nb + len(mine_free) + other_sorted.index(a_other)
-    return transpose(out, [pos[a] for a in range(operand_nd)])
+        pos_a[a_mine] = nb + len(mine_free) + other_sorted.index(a_other)
+    perm_a = [pos_a[a] for a in range(operand_nd)]
+    if perm_a == list(range(operand_nd)):
+        return dot_general(ct, other, ((tuple(ct_other_dims), tuple(other_free)), batch_dims))
+    # Order B, dot(other, ct): batch, my contracted dims, then my free dims.
+    pos_b = {a: i for i, a in enumerate(b_mine)}
+    for a_mine, a_other in zip(c_mine, c_other):
+        pos_b[a_mine] = nb + other_sorted.index(a_other)
+    pos_b.update({a: nb + len(c_mine) + j for j, a in enumerate(mine_free)})
+    perm_b = [pos_b[a] for a in range(operand_nd)]
+    if perm_b == list(range(operand_nd)):
+        dims = ((tuple(other_free), tuple(ct_other_dims)), (tuple(b_other), tuple(range(nb))))
+        return dot_general(other, ct, dims)
+    out = dot_general(ct, other, ((tuple(ct_other_dims), tuple(other_free)), batch_dims))
+    return transpose(out, perm_a)
 
 
 @dot_general_p.def_vjp
