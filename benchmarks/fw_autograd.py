@@ -40,7 +40,7 @@ def build(workload, params0: dict, data, mode: str):
 
     def conv3x3_same(x, w, b):
         n, hh, ww, cin = x.shape
-        xp = anp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        xp = anp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="constant")
         cols = anp.concatenate(
             [xp[:, i : i + hh, j : j + ww, :] for i in range(3) for j in range(3)], axis=3
         )

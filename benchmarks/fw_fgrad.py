@@ -11,7 +11,7 @@ import numpy as np
 
 import fgrad
 import fgrad.numpy as fnp
-from benchmarks.workloads import ADAM, LSTM_HIDDEN, LSTM_STEPS, SGD_LR
+from benchmarks.workloads import ADAM, LSTM_HIDDEN, LSTM_STEPS, SGD_LR, lstm_uses_scan
 from fgrad import lax
 
 # ------------------------------------------------------------------ activations
@@ -77,20 +77,32 @@ def cnn_loss(p, x, y):
     return _softmax_ce(h @ p["d2_w"] + p["d2_b"], y)
 
 
+def _lstm_cell(p, h, c, xw_t):
+    hid = LSTM_HIDDEN
+    z = xw_t + h @ p["wh"] + p["b"]
+    i = sigmoid(z[:, :hid])
+    f = sigmoid(z[:, hid : 2 * hid])
+    g = fnp.tanh(z[:, 2 * hid : 3 * hid])
+    o = sigmoid(z[:, 3 * hid :])
+    c = f * c + i * g
+    return o * fnp.tanh(c), c
+
+
 def lstm_loss(p, x, y):
-    """Unrolled over the 32 steps (``lax.scan`` does not exist yet)."""
+    """Unrolled over the 32 steps, or through ``lax.scan`` with ``run --lstm-scan``."""
     n, hid = x.shape[0], LSTM_HIDDEN
     xw = (x.reshape(n * LSTM_STEPS, -1) @ p["wx"]).reshape(n, LSTM_STEPS, 4 * hid)
     h = fnp.zeros((n, hid), fnp.float32)
     c = fnp.zeros((n, hid), fnp.float32)
-    for t in range(LSTM_STEPS):
-        z = xw[:, t] + h @ p["wh"] + p["b"]
-        i = sigmoid(z[:, :hid])
-        f = sigmoid(z[:, hid : 2 * hid])
-        g = fnp.tanh(z[:, 2 * hid : 3 * hid])
-        o = sigmoid(z[:, 3 * hid :])
-        c = f * c + i * g
-        h = o * fnp.tanh(c)
+    if lstm_uses_scan():
+
+        def body(carry, xw_t):
+            return _lstm_cell(p, *carry, xw_t), None
+
+        (h, c), _ = lax.scan(body, (h, c), fnp.swapaxes(xw, 0, 1))
+    else:
+        for t in range(LSTM_STEPS):
+            h, c = _lstm_cell(p, h, c, xw[:, t])
     pred = h @ p["p_w"] + p["p_b"]
     return fnp.mean((pred - y) ** 2)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.workloads import ADAM, LSTM_HIDDEN, LSTM_STEPS, SGD_LR
+from benchmarks.workloads import ADAM, LSTM_HIDDEN, LSTM_STEPS, SGD_LR, lstm_uses_scan
 
 
 def build(workload, params0: dict, data, mode: str):
@@ -45,19 +45,30 @@ def build(workload, params0: dict, data, mode: str):
         h = relu(h @ p["d1_w"] + p["d1_b"])
         return softmax_ce(h @ p["d2_w"] + p["d2_b"], y)
 
+    def lstm_cell(p, h, c, xw_t):
+        hid = LSTM_HIDDEN
+        z = xw_t + h @ p["wh"] + p["b"]
+        i = jax.nn.sigmoid(z[:, :hid])
+        f = jax.nn.sigmoid(z[:, hid : 2 * hid])
+        g = jnp.tanh(z[:, 2 * hid : 3 * hid])
+        o = jax.nn.sigmoid(z[:, 3 * hid :])
+        c = f * c + i * g
+        return o * jnp.tanh(c), c
+
     def lstm_loss(p, x, y):
         n, hid = x.shape[0], LSTM_HIDDEN
         xw = (x.reshape(n * LSTM_STEPS, -1) @ p["wx"]).reshape(n, LSTM_STEPS, 4 * hid)
         h = jnp.zeros((n, hid), jnp.float32)
         c = jnp.zeros((n, hid), jnp.float32)
-        for t in range(LSTM_STEPS):  # unrolled, like the fgrad row
-            z = xw[:, t] + h @ p["wh"] + p["b"]
-            i = jax.nn.sigmoid(z[:, :hid])
-            f = jax.nn.sigmoid(z[:, hid : 2 * hid])
-            g = jnp.tanh(z[:, 2 * hid : 3 * hid])
-            o = jax.nn.sigmoid(z[:, 3 * hid :])
-            c = f * c + i * g
-            h = o * jnp.tanh(c)
+        if lstm_uses_scan():
+
+            def body(carry, xw_t):
+                return lstm_cell(p, *carry, xw_t), None
+
+            (h, c), _ = lax.scan(body, (h, c), jnp.swapaxes(xw, 0, 1))
+        else:  # unrolled, like the fgrad row
+            for t in range(LSTM_STEPS):
+                h, c = lstm_cell(p, h, c, xw[:, t])
         return jnp.mean((h @ p["p_w"] + p["p_b"] - y) ** 2)
 
     loss_fn = {"xor": xor_loss, "mlp": mlp_loss, "cnn": cnn_loss, "lstm": lstm_loss}[workload.name]

@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import sys
+import time
 
 #: Variables that force an old OpenBLAS kernel on some machines; unset for our runs.
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -97,6 +98,39 @@ def peak_rss_mb() -> float:
     """This process's peak resident set size in MiB (Linux reports KiB)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields), idle
+
+
+def cpu_busy(interval: float = 0.5) -> float | None:
+    """Fraction of all cores busy over ``interval`` seconds (Linux ``/proc/stat``)."""
+    a = _cpu_times()
+    time.sleep(interval)
+    b = _cpu_times()
+    if a is None or b is None or b[0] == a[0]:
+        return None
+    return 1.0 - (b[1] - a[1]) / (b[0] - a[0])
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25, log=None) -> float | None:
+    """Sleep until the other processes use less than ``threshold`` of the CPU, at most
+    ``max_wait`` seconds; return the last busy fraction measured."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy is not None and busy > threshold and time.monotonic() < deadline:
+        if log:
+            log(f"  machine {100 * busy:.0f}% busy with other work; waiting")
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        busy = cpu_busy()
+    return busy
 
 
 def describe() -> dict:

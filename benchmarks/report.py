@@ -18,6 +18,9 @@ COLUMNS = {
     "autograd": "autograd",
 }
 
+#: Cells measured while other processes kept more than this fraction of the CPU busy get "†".
+BUSY_MARK = 0.25
+
 BEGIN = "<!-- BEGIN GENERATED: python -m benchmarks.run --out docs/performance.md -->"
 END = "<!-- END GENERATED -->"
 
@@ -60,6 +63,8 @@ def cell_text(cell: dict | None) -> str:
     if "error" in cell:
         return f"error: {short_error(cell['error'])}"
     text = fmt_rate(cell.get("steps_per_s"))
+    if (cell.get("background_busy") or 0) > BUSY_MARK:
+        text += " †"
     if cell.get("loss_mismatch"):
         text = f"**loss mismatch** ({text})"
     return text
@@ -111,9 +116,14 @@ def ratios(results: dict, ceiling: dict | None) -> dict:
             "fgrad-eager/torch": ratio(fe, pt),
         }
         if wl == "mlp" and ceiling and "default" in ceiling:
-            row["fgrad-jit/matmuls"] = ratio(fj, ceiling["default"]["mlp_matmuls_steps_per_s"])
+            row["fgrad-jit/matmuls"] = ratio(fj, matmul_ceiling(ceiling))
         out[wl] = row
     return out
+
+
+def matmul_ceiling(ceiling: dict) -> float:
+    """The faster of the mlp matmuls' rates with the run's BLAS threads and with one."""
+    return max(v["mlp_matmuls_steps_per_s"] for k, v in ceiling.items() if k in ("default", "1"))
 
 
 def _verdict(value: float | None, goal: float, higher_is_better: bool = True) -> str:
@@ -128,7 +138,9 @@ def _verdict(value: float | None, goal: float, higher_is_better: bool = True) ->
     return f"missed: {value:.2f} s vs < {goal:g} s ({value / goal:.1f}x over)"
 
 
-def targets(results: dict, ceiling: dict | None, compile_probe: dict) -> list[tuple[str, str, str]]:
+def targets(
+    results: dict, ceiling: dict | None, compile_probe: dict, scan: bool = False
+) -> list[tuple[str, str, str]]:
     """``(target, measured, verdict)`` rows for the issue's targets."""
     r = ratios(results, ceiling)
     rows = []
@@ -148,7 +160,7 @@ def targets(results: dict, ceiling: dict | None, compile_probe: dict) -> list[tu
         v = r["mlp"]["fgrad-jit/matmuls"]
         rows.append(
             (
-                "`mlp` jit >= 90% of its eight matmuls alone (NumPy, same threads)",
+                "`mlp` jit >= 90% of its eight matmuls alone (NumPy; the faster thread setting)",
                 "—" if v is None else f"{100 * v:.0f}%",
                 _verdict(v, 0.9),
             )
@@ -175,13 +187,16 @@ def targets(results: dict, ceiling: dict | None, compile_probe: dict) -> list[tu
             )
         )
     if "lstm" in results:
-        rows.append(
-            (
-                "`lstm` uses `lax.scan`",
-                "unrolled (32 steps traced out)",
-                "pending: `lax.scan` does not exist yet",
+        if scan:
+            rows.append(("`lstm` uses `lax.scan`", "`lax.scan` (fgrad and JAX)", "**met**"))
+        else:
+            rows.append(
+                (
+                    "`lstm` uses `lax.scan`",
+                    "unrolled (32 steps traced out)",
+                    "not in this run: rerun with `--lstm-scan`",
+                )
             )
-        )
     return rows
 
 
@@ -194,17 +209,24 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _first_blas(ceiling: dict | None) -> str:
-    if not ceiling:
-        return "unknown"
-    parts = []
-    for d in ceiling.get("blas", []):
-        if d.get("user_api") == "blas":
-            parts.append(
-                f"{d.get('internal_api')} {d.get('version')} "
-                f"(kernel `{d.get('architecture')}`, {d.get('num_threads')} threads)"
-            )
-    return "; ".join(parts) or "unknown"
+def _numpy_blas(run: dict) -> list[dict]:
+    """NumPy's BLAS pools: from the ceiling process (NumPy only), else a NumPy-only cell."""
+    sources = [run.get("ceiling") or {}]
+    sources += [cs.get(f) or {} for cs in run["results"].values() for f in ("numpy", "autograd")]
+    for src in sources:
+        pools = [d for d in src.get("blas", []) if d.get("user_api") == "blas"]
+        if pools:
+            return pools
+    return []
+
+
+def _first_blas(run: dict) -> str:
+    parts = [
+        f"{d.get('internal_api')} {d.get('version')} "
+        f"(kernel `{d.get('architecture')}`, {d.get('num_threads')} threads)"
+        for d in _numpy_blas(run)
+    ]
+    return "; ".join(parts) or "unknown (no NumPy-only process ran)"
 
 
 def _fmt_s(v) -> str:
@@ -227,14 +249,16 @@ def markdown(run: dict) -> str:
         f"{v['llvmlite']}, jax {v['jax']} / jaxlib {v['jaxlib']}, optax {v['optax']}, "
         f"torch {v['torch']}, autograd {v['autograd']}.",
         f"- BLAS used by NumPy (threadpoolctl, in the benchmark processes): "
-        f"{_first_blas(ceiling)}. "
+        f"{_first_blas(run)}. "
         f"OpenBLAS overrides in the calling environment: "
         f"{_overrides(info['openblas_overrides_in_parent_env'])}; unset for every benchmark "
         "process.",
         f"- Timing: median of {run['repeats']} blocks of >= {run['min_time']:g} s each, after "
         f"a 0.5 s warm-up; each block starts from the initial parameters. Threads: "
         f"{_threads(run)}. fgrad optimizer: "
-        f"{run.get('fgrad_optimizer', '?')}; JAX optimizer: {run.get('jax_optimizer', '?')}.",
+        f"{run.get('fgrad_optimizer') or 'not run'}; JAX optimizer: "
+        f"{run.get('jax_optimizer') or 'not run'}. LSTM: "
+        f"{'`lax.scan` in fgrad and JAX' if run.get('lstm_scan') else 'unrolled (32 steps)'}.",
         "",
     ]
     missing = [f"{COLUMNS[f]} ({why})" for f, why in frameworks.items() if why]
@@ -244,6 +268,7 @@ def markdown(run: dict) -> str:
     lines += ["### Training steps per second (higher is better)", ""]
     rows = [[f"`{wl}`"] + [cell_text(cells.get(f)) for f in cols] for wl, cells in results.items()]
     lines += _table(["workload"] + [COLUMNS[f] for f in cols], rows) + [""]
+    lines += [_busy_note(results), ""]
 
     lines += ["### Ratios (fgrad ÷ peer, steps/s; > 1 means fgrad is faster)", ""]
     r = ratios(results, ceiling)
@@ -291,6 +316,15 @@ def markdown(run: dict) -> str:
     lines += _table(["workload"] + [COLUMNS[f] for f in cols], rows) + [""]
 
     lines += [
+        "Thread pools loaded in each column's processes (threadpoolctl; library, version, "
+        "threads):",
+        "",
+    ]
+    lines += _table(
+        ["column", "BLAS / OpenMP pools"], [[COLUMNS[f], _pools(results, f)] for f in cols]
+    ) + [""]
+
+    lines += [
         f"### Loss agreement (losses of the first {run['check_steps']} steps from the same "
         f"parameters; max relative difference from the reference column, tolerance "
         f"{LOSS_RTOL:g})",
@@ -306,7 +340,8 @@ def markdown(run: dict) -> str:
 
     lines += ["### Targets (issue 4)", ""]
     lines += _table(
-        ["target", "measured", "verdict"], [list(t) for t in targets(results, ceiling, probe)]
+        ["target", "measured", "verdict"],
+        [list(t) for t in targets(results, ceiling, probe, bool(run.get("lstm_scan")))],
     ) + ["", END]
     return "\n".join(lines)
 
@@ -336,11 +371,14 @@ def _ceiling_section(ceiling: dict, results: dict) -> list[str]:
                 [
                     f"`mlp` full step, {name}",
                     f"{fmt_rate(v)} steps/s ({v * flops / 1e9:.0f} GFLOP/s of matmul work, "
-                    f"{100 * v / d['mlp_matmuls_steps_per_s']:.0f}% of the matmuls alone)",
+                    f"{100 * v / matmul_ceiling(ceiling):.0f}% of the faster matmuls-alone rate)",
                     "",
                 ]
             )
-    lines += _table(["", "BLAS default threads", "1 thread"], rows)
+    n = next(
+        (p["num_threads"] for p in ceiling.get("blas", []) if p.get("user_api") == "blas"), "?"
+    )
+    lines += _table(["", f"BLAS threads as in the run ({n})", "1 BLAS thread"], rows)
     lines += ["", f"The eight matmuls are {flops / 1e6:.0f} MFLOP per step."]
     return lines
 
@@ -350,17 +388,40 @@ def _threads(run: dict) -> str:
         return f"limited to {run['threads']} in every framework (`--threads`)"
     cells = [c for cs in run["results"].values() for c in cs.values()]
     torch = next((c["torch_threads"] for c in cells if c and "torch_threads" in c), None)
-    blas = next(
-        (
-            d.get("num_threads")
-            for d in (run.get("ceiling") or {}).get("blas", [])
-            if d.get("user_api") == "blas"
-        ),
-        None,
-    )
+    blas = next((d.get("num_threads") for d in _numpy_blas(run)), "?")
+    torch = "?" if torch is None else torch
     return (
         f"each framework's default on {run['machine']['cores']} cores (OpenBLAS {blas}, "
         f"XLA's CPU pool, `torch.set_num_threads({torch})`; fgrad's Numba kernels serial)"
+    )
+
+
+def _pools(results: dict, framework: str) -> str:
+    seen = {}
+    for cells in results.values():
+        for d in (cells.get(framework) or {}).get("blas", []):
+            name = d.get("prefix") or d.get("internal_api")
+            if d.get("version"):
+                name += f" {d['version']}"
+            seen[name] = f"{name} ({d.get('num_threads')})"
+    return ", ".join(seen.values()) or "none"
+
+
+def _busy_note(results: dict) -> str:
+    busy = [
+        c["background_busy"]
+        for cs in results.values()
+        for c in cs.values()
+        if c and c.get("background_busy") is not None
+    ]
+    if not busy:
+        return "(CPU use by other processes was not measured.)"
+    marked = sum(b > BUSY_MARK for b in busy)
+    return (
+        f"Other processes kept {100 * min(busy):.0f}-{100 * max(busy):.0f}% of the CPU busy "
+        f"in the 0.5 s before each cell; † marks the {marked} of {len(busy)} cells measured "
+        f"above {100 * BUSY_MARK:.0f}% (their numbers are pessimistic: multi-threaded BLAS "
+        f"stalls when a core is taken)."
     )
 
 

@@ -9,6 +9,7 @@ NHWC); a framework with another layout converts them once, outside the timed loo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,13 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 LSTM_HIDDEN, LSTM_INPUT, LSTM_STEPS = 128, 32, 32
+#: Set to "1" (``run --lstm-scan``) to run the fgrad and JAX LSTMs through ``lax.scan``
+#: instead of unrolling the 32 steps; PyTorch and autograd always loop in Python.
+LSTM_SCAN_ENV = "BENCH_LSTM_SCAN"
+
+
+def lstm_uses_scan() -> bool:
+    return os.environ.get(LSTM_SCAN_ENV) == "1"
 
 
 def _glorot(rng: np.random.Generator, shape, fan_in: int, fan_out: int) -> np.ndarray:
