@@ -13,6 +13,7 @@ Forward mode pushes (primal, tangent) pairs through ``JVPTrace``; a tangent of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -492,7 +493,7 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
             return (out, aux) if has_aux else out
 
         # Row k of the identity, split into one tangent per input leaf: e_k.
-        sizes = [int(np.prod(x.shape, dtype=np.int64)) for x in flat_x]
+        sizes = [math.prod(x.shape) for x in flat_x]
         total, starts = sum(sizes), np.cumsum([0] + sizes)
         eye = np.eye(total)
         basis = [
@@ -563,7 +564,7 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
         flat_x, x_tree = tree_util.tree_flatten(diff)
 
         # Row k of the identity, split into one cotangent per output leaf.
-        sizes = [int(np.prod(y.shape, dtype=np.int64)) for y in flat_out]
+        sizes = [math.prod(y.shape) for y in flat_out]
         total, starts = sum(sizes), np.cumsum([0] + sizes)
         eye = np.eye(total)
         basis = [

@@ -691,7 +691,7 @@ def mean(a, axis=None, dtype=None, keepdims=False):
     elif not is_float_dtype(a.dtype):
         a = lax.convert_element_type(a, np.float64)
     axes = _axes(axis, a.ndim)
-    n = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
+    n = math.prod([a.shape[i] for i in axes])
     return sum(a, axis, keepdims=keepdims) / float(n)
 
 
@@ -701,7 +701,7 @@ def var(a, axis=None, ddof=0, keepdims=False):
     if not is_float_dtype(a.dtype):
         a = lax.convert_element_type(a, np.float64)
     axes = _axes(axis, a.ndim)
-    n = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
+    n = math.prod([a.shape[i] for i in axes])
     centered = a - mean(a, axis, keepdims=True)
     return sum(square(centered), axis, keepdims=keepdims) / float(n - ddof)
 
@@ -829,7 +829,7 @@ def reshape(a, newshape=None, order="C", *, shape=None):
     newshape = shape if newshape is None else newshape
     newshape = (newshape,) if isinstance(newshape, int | np.integer) else tuple(newshape)
     if -1 in newshape:
-        known = int(np.prod([d for d in newshape if d != -1], dtype=np.int64))
+        known = math.prod([d for d in newshape if d != -1])
         if newshape.count(-1) > 1 or known == 0 or a.size % known:
             raise FgradTypeError(
                 f"reshape: cannot reshape {tuple(a.shape)} into {newshape} at {user_frame()}"
@@ -1392,7 +1392,7 @@ def _index_positions(shape, idx):
     indexing form works); traced integer arrays are combined with strides symbolically.
     """
     if not builtins.any(_is_traced_index(c) for c in idx):
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         positions = np.arange(size, dtype=np.int64).reshape(shape)
         try:
             sel = positions[idx]

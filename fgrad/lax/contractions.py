@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,10 +52,10 @@ def _dot_general_impl(x, y, *, contract, batch):
     lf, rf = _free_dims(x.ndim, lc, lb), _free_dims(y.ndim, rc, rb)
     # As one batched matmul: (B, M, K) @ (B, K, N).
     bshape = [x.shape[a] for a in lb]
-    m = int(np.prod([x.shape[a] for a in lf], dtype=np.int64))
-    k = int(np.prod([x.shape[a] for a in lc], dtype=np.int64))
-    n = int(np.prod([y.shape[b] for b in rf], dtype=np.int64))
-    b = int(np.prod(bshape, dtype=np.int64))
+    m = math.prod([x.shape[a] for a in lf])
+    k = math.prod([x.shape[a] for a in lc])
+    n = math.prod([y.shape[b] for b in rf])
+    b = math.prod(bshape)
     xm = np.transpose(x, list(lb) + lf + list(lc)).reshape(b, m, k)
     ym = np.transpose(y, list(rb) + list(rc) + rf).reshape(b, k, n)
     out = np.matmul(xm, ym)

@@ -7,7 +7,9 @@ primitive itself to the tangent.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +54,11 @@ def _broadcast_in_dim_impl(x, *, shape, broadcast_dimensions):
     expanded = [1] * len(shape)
     for i, d in enumerate(broadcast_dimensions):
         expanded[d] = x.shape[i]
-    return np.broadcast_to(x.reshape(expanded), shape)
+    # A materialised copy: NumPy's broadcast_to is a slow Python function, and a
+    # read-only zero-stride view would follow into every consumer.
+    out = np.empty(shape, x.dtype)
+    out[...] = x.reshape(expanded)
+    return out
 
 
 @broadcast_in_dim_p.def_vjp
@@ -103,7 +109,7 @@ reshape_p = Primitive("reshape")
 
 @reshape_p.def_shape
 def _reshape_shape(x: ShapedArray, *, new_sizes) -> ShapedArray:
-    if int(np.prod(new_sizes, dtype=np.int64)) != x.size:
+    if math.prod(new_sizes) != x.size:
         raise TypeError(f"cannot reshape {x.shape} (size {x.size}) into {new_sizes}")
     return ShapedArray(new_sizes, x.dtype)
 
@@ -516,7 +522,7 @@ def _dynamic_slice_batch(args, dims, *, slice_sizes):
     # Per-example starts: a gather of each example's window from the flattened operand.
     shape = logical_shape(x, xd)
     pos = _window_positions(shape, idx, idims, tuple(slice_sizes), size, xd is not None)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     if xd is None:
         return gather(reshape(x, (n,)), pos), 0
     return gather(reshape(to_front(x, xd, size), (size * n,)), pos), 0
@@ -533,9 +539,9 @@ def _window_positions(shape, starts, start_dims, window, size, offset_batches: b
     from fgrad.lax import elementwise as ew
 
     nd = len(shape)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     itype = np.dtype(np.int32 if n * size < 2**31 - 1 else np.int64)
-    strides = [int(np.prod(shape[k + 1 :], dtype=np.int64)) for k in range(nd)]
+    strides = [math.prod(shape[k + 1 :]) for k in range(nd)]
     offsets = np.zeros(window, dtype=itype)
     for k in range(nd):
         axis = np.arange(window[k], dtype=itype).reshape([-1 if j == k else 1 for j in range(nd)])
@@ -629,7 +635,7 @@ def _dus_batch(args, dims):
     # Per-example starts: scatter each example's update into the flattened batch.
     shape = tuple(x.shape[1:])
     pos = _window_positions(shape, idx, idims, tuple(update.shape[1:]), size, True)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     flat = scatter_p.bind(reshape(x, (size * n,)), pos, update, mode="set")
     return reshape(flat, (size,) + shape), 0
 
