@@ -468,7 +468,7 @@ def exp2(x):
 
 
 def abs(x):  # noqa: A001
-    """Elementwise absolute value (derivative 0 at 0, as in JAX)."""
+    """Elementwise absolute value (derivative 1 at 0, as in JAX)."""
     return lax.abs(_arr(x))
 
 
@@ -805,7 +805,10 @@ def sort(a, axis=-1, descending=False):
     a = _arr(a)
     if axis is None:
         a, axis = ravel(a), 0
-    return take_along_axis(a, lax.argsort(a, axis, descending), axis)
+    out = take_along_axis(a, lax.argsort(a, axis), axis)
+    # Descending is the stable ascending sort reversed, as jnp.sort does (this fixes
+    # which of several equal elements each gradient entry goes to).
+    return flip(out, axis) if descending else out
 
 
 def logsumexp(a, axis=None, keepdims=False):

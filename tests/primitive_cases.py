@@ -15,7 +15,11 @@ exactly as ``Primitive.bind`` takes them. Generators draw values AWAY from kinks
 and singularities (by at least ~0.1, far more than the finite-difference step), so the
 derivative is well defined there; the conventions exactly at kinks and ties are pinned
 by named tests instead. When ``d.for_grad`` is set the case is used for derivative
-checks (float64) and must give a floating output.
+checks (float64) and should give at least one floating output.
+
+Higher-order primitives (``scan``, ``cond``, ``custom_jvp_call``, ...) carry traced
+sub-jaxprs in their params, so their generators trace a small function with the public
+API and take the operands and params of that one equation (``traced``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import importlib
 import importlib.util
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -39,19 +44,13 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_tool():
-    """``tools/gen_primitive_table.py`` as a module (it also knows which modules declare
-    primitives, so the docs table and this sweep see the same registry)."""
+    """``tools/gen_primitive_table.py`` as a module: its ``load_primitives`` imports every
+    fgrad module, so the docs table and the sweep see the same registry."""
     path = os.path.join(_ROOT, "tools", "gen_primitive_table.py")
     spec = importlib.util.spec_from_file_location("gen_primitive_table", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def load_all_primitives() -> dict[str, str]:
-    """Import every module that declares primitives (``fgrad.lax.*``, ``fgrad.random``,
-    ...) so they register; return ``{module: error}`` for those that failed to import."""
-    return load_tool().load_primitives()
 
 
 class _Lazy:
@@ -92,8 +91,18 @@ class Draw:
         return self.data.draw(st.sampled_from(list(options)))
 
     def shape(self, min_rank=0, max_rank=3, min_side=0, max_side=4) -> tuple[int, ...]:
-        sides = st.integers(min_side, max_side)
-        return tuple(self.data.draw(st.lists(sides, min_size=min_rank, max_size=max_rank)))
+        """A shape; with ``min_side == 0`` about one in eight has a size-0 axis."""
+        sides = st.integers(max(min_side, 1), max_side)
+        shape = self.data.draw(st.lists(sides, min_size=min_rank, max_size=max_rank))
+        if min_side == 0 and shape and self.int(0, 7) == 0:
+            shape[self.int(0, len(shape) - 1)] = 0
+        return tuple(shape)
+
+    def size(self, lo: int = 0, hi: int = 3) -> int:
+        """One axis length in ``[max(lo, 1), hi]``, or 0 about one time in eight if lo == 0."""
+        if lo == 0 and self.int(0, 7) == 0:
+            return 0
+        return self.int(max(lo, 1), hi)
 
     def subset(self, items, min_size=0, max_size=None) -> tuple:
         """A sorted subset of ``items``."""
@@ -114,9 +123,15 @@ class Draw:
         """Equal shapes, or one operand rank 0 (elementwise binaries broadcast scalars)."""
         shape = self.shape(**kw)
         kind = self.choice(["same", "same", "lhs_scalar", "rhs_scalar"])
-        return ((), shape) if kind == "lhs_scalar" else (shape, ()) if kind == "rhs_scalar" else (
-            shape,
-            shape,
+        return (
+            ((), shape)
+            if kind == "lhs_scalar"
+            else (shape, ())
+            if kind == "rhs_scalar"
+            else (
+                shape,
+                shape,
+            )
         )
 
     # ---- values (seeded NumPy; ``self.dtype`` unless told)
@@ -248,9 +263,10 @@ def comparison(d: Draw):
     sx, sy = d.binary_shapes()
     if d.dtype == np.bool_:
         return [d.any(sx), d.any(sy)], {}
-    return [d.uniform(sx, -2, 2).round().astype(d.dtype), d.uniform(sy, -2, 2).round().astype(
-        d.dtype
-    )], {}
+    return [
+        d.uniform(sx, -2, 2).round().astype(d.dtype),
+        d.uniform(sy, -2, 2).round().astype(d.dtype),
+    ], {}
 
 
 def reduction(values: str) -> Callable:
@@ -260,8 +276,10 @@ def reduction(values: str) -> Callable:
         if values == "any":
             x = d.any(shape)
         elif values == "prod":
-            x = d.away_from_zero(shape, 0.5, 1.5) if d.dtype.kind == "f" else d.uniform(
-                shape, -2, 2
+            x = (
+                d.away_from_zero(shape, 0.5, 1.5)
+                if d.dtype.kind == "f"
+                else d.uniform(shape, -2, 2)
             )
         else:
             x = d.distinct(shape)
@@ -301,7 +319,9 @@ for _name, (_lo, _hi, _jax) in _SMOOTH.items():
 CASES["neg"] = Case(unary_any, dtypes=NUMERIC, jax=lambda x: jlax.neg(x))
 CASES["abs"] = Case(unary_nonzero, dtypes=NUMERIC, jax=lambda x: jlax.abs(x))
 CASES["sign"] = Case(unary_nonzero, dtypes=NUMERIC, jax=lambda x: jlax.sign(x))
-CASES["floor"] = Case(lambda d: ([d.off_grid(d.shape(), 0.1, 0.9)], {}), jax=lambda x: jlax.floor(x))
+CASES["floor"] = Case(
+    lambda d: ([d.off_grid(d.shape(), 0.1, 0.9)], {}), jax=lambda x: jlax.floor(x)
+)
 CASES["ceil"] = Case(lambda d: ([d.off_grid(d.shape(), 0.1, 0.9)], {}), jax=lambda x: jlax.ceil(x))
 CASES["round"] = Case(
     lambda d: ([d.off_grid(d.shape(), -0.4, 0.4)], {"rounding_method": d.choice([0, 1])}),
@@ -334,9 +354,7 @@ def _integer_pow(d: Draw):
 CASES["integer_pow"] = Case(_integer_pow, dtypes=NUMERIC, jax=lambda x, y: jlax.integer_pow(x, y))
 
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
-    CASES[_name] = Case(
-        comparison, dtypes=ALL, jax=lambda x, y, _n=_name: getattr(jlax, _n)(x, y)
-    )
+    CASES[_name] = Case(comparison, dtypes=ALL, jax=lambda x, y, _n=_name: getattr(jlax, _n)(x, y))
 
 _LOGICAL = {"and": "bitwise_and", "or": "bitwise_or", "xor": "bitwise_xor"}
 for _name, _jname in _LOGICAL.items():
@@ -356,9 +374,7 @@ def _convert(d: Draw):
 CASES["convert_element_type"] = Case(
     _convert, dtypes=ALL, jax=lambda x, new_dtype: jlax.convert_element_type(x, new_dtype)
 )
-CASES["stop_gradient"] = Case(
-    unary_any, dtypes=ALL, fd=False, jax=lambda x: jlax.stop_gradient(x)
-)
+CASES["stop_gradient"] = Case(unary_any, dtypes=ALL, fd=False, jax=lambda x: jlax.stop_gradient(x))
 
 
 def _select_n(d: Draw):
@@ -514,9 +530,7 @@ def _reshape(d: Draw):
     return [d.any(shape)], {"new_sizes": tuple(new)}
 
 
-CASES["reshape"] = Case(
-    _reshape, dtypes=ALL, jax=lambda x, new_sizes: jlax.reshape(x, new_sizes)
-)
+CASES["reshape"] = Case(_reshape, dtypes=ALL, jax=lambda x, new_sizes: jlax.reshape(x, new_sizes))
 
 
 def _transpose(d: Draw):
@@ -537,9 +551,7 @@ def _squeeze(d: Draw):
     return [d.any(tuple(shape))], {"dimensions": d.subset(ones, min_size=1)}
 
 
-CASES["squeeze"] = Case(
-    _squeeze, dtypes=ALL, jax=lambda x, dimensions: jlax.squeeze(x, dimensions)
-)
+CASES["squeeze"] = Case(_squeeze, dtypes=ALL, jax=lambda x, dimensions: jlax.squeeze(x, dimensions))
 
 
 def _expand_dims(d: Draw):
@@ -559,7 +571,7 @@ def _concatenate(d: Draw):
     xs = []
     for _ in range(d.int(1, 3)):
         s = list(shape)
-        s[dim] = d.int(0, 3)
+        s[dim] = d.size(0, 3)
         xs.append(d.any(tuple(s)))
     return xs, {"dimension": dim}
 
@@ -639,7 +651,7 @@ CASES["dynamic_update_slice"] = Case(
 def _dot_general(d: Draw):
     nb, nc, nl, nr = d.int(0, 1), d.int(0, 2), d.int(0, 2), d.int(0, 1)
     b = [d.int(1, 3) for _ in range(nb)]
-    c = [d.int(0, 3) for _ in range(nc)]
+    c = [d.size(0, 3) for _ in range(nc)]
     lf = [d.int(1, 3) for _ in range(nl)]
     rf = [d.int(1, 3) for _ in range(nr)]
     # Axis roles in a random order on each side: where batch/contract/free dims live.
@@ -894,7 +906,9 @@ def _custom_fns():
         def _(primals, tangents):
             (x, y), (tx, ty) = primals, tangents
             sp = lax.log1p(lax.exp(x))
-            return lax.mul(sp, y), lax.add(lax.mul(lax.mul(lax.logistic(x), y), tx), lax.mul(sp, ty))
+            return lax.mul(sp, y), lax.add(
+                lax.mul(lax.mul(lax.logistic(x), y), tx), lax.mul(sp, ty)
+            )
 
         @fgrad.custom_vjp
         def sin_mul(x, y):  # sin(x) * y
@@ -931,3 +945,14 @@ CASES["while"] = Case(_while, reverse=False, examples=0.5)
 CASES["custom_jvp_call"] = Case(_call("custom_jvp_call"), examples=0.5)
 CASES["custom_vjp_call"] = Case(_call("custom_vjp_call"), forward=False, examples=0.5)
 CASES["checkpoint"] = Case(_call("checkpoint"), examples=0.5)
+
+
+def _debug_print(d: Draw):
+    import fgrad
+
+    xs = [d.any(d.shape(max_rank=2)) for _ in range(d.int(1, 2))]
+    fmt = "debug_print test: " + " ".join("{}" for _ in xs)
+    return traced(lambda *a: (fgrad.debug_print(fmt, *a), a[0])[1], xs, "debug_print")
+
+
+CASES["debug_print"] = Case(_debug_print, dtypes=ALL, examples=0.5)

@@ -22,30 +22,26 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC_PATH = os.path.join(ROOT, "docs", "primitives.md")
 
-# Modules outside ``fgrad.lax`` that may declare primitives (imported when present).
-EXTRA_PRIMITIVE_MODULES = (
-    "fgrad.random",
-    "fgrad.ad",
-    "fgrad.custom_derivatives",
-    "fgrad.batching",
-    "fgrad.jit",
-)
+# Optional backends whose import needs extra hardware or packages (their kernels are
+# still listed, through ``_kernel_names``, when they import).
+SKIP_PREFIXES = ("fgrad.backends.cuda",)
 
 
 def load_primitives() -> dict[str, str]:
-    """Import every module that declares primitives; return ``{module: error}`` failures."""
+    """Import every fgrad module, so that every primitive is registered wherever it is
+    declared; return ``{module: error}`` for the modules that failed to import."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    import fgrad.lax
+    import fgrad
 
-    names = [f"fgrad.lax.{m.name}" for m in pkgutil.iter_modules(fgrad.lax.__path__)]
     errors = {}
-    for name in names + list(EXTRA_PRIMITIVE_MODULES):
+    for info in pkgutil.walk_packages(fgrad.__path__, "fgrad.", onerror=lambda name: None):
+        if info.name.startswith(SKIP_PREFIXES):
+            continue
         try:
-            if importlib.util.find_spec(name) is not None:
-                importlib.import_module(name)
+            importlib.import_module(info.name)
         except Exception as e:  # a module being written must not hide the others
-            errors[name] = f"{type(e).__name__}: {e}"
+            errors[info.name] = f"{type(e).__name__}: {e}"
     return errors
 
 
@@ -66,20 +62,29 @@ def fgrad_primitives() -> dict:
     return {n: p for n, p in core.primitives.items() if declaring_module(p) is not None}
 
 
-def _kernel_names(module: str) -> set[str] | None:
-    """Names in a backend's ``KERNELS`` table, or None when the backend is absent."""
+def _kernel_names(module: str, table: str = "KERNELS") -> set[str] | None:
+    """Names in a backend module's kernel table, or None when the module is absent."""
     try:
         if importlib.util.find_spec(module) is None:
             return None
-        return set(getattr(importlib.import_module(module), "KERNELS", {}))
+        return set(getattr(importlib.import_module(module), table, {}))
     except Exception:
         return None
+
+
+def _cpu_kernel(name: str, kernels: set[str], fused: set[str]) -> str:
+    if name in kernels:
+        return "Numba"
+    if name in fused:
+        return "Numba (fused, under jit)"
+    return "NumPy fallback"
 
 
 def render() -> str:
     """The Markdown text of the coverage table for the current registry."""
     prims = fgrad_primitives()
     cpu = _kernel_names("fgrad.backends.cpu") or set()
+    fused = _kernel_names("fgrad.backends.cpu.emit", "EMITTERS") or set()
     cuda = _kernel_names("fgrad.backends.cuda")
 
     def has(rule) -> str:
@@ -97,7 +102,7 @@ def render() -> str:
                 has(p.vjp_rule) if diff else "n/a (not differentiable)",
                 has(p.jvp_rule) if diff else "n/a (not differentiable)",
                 "yes" if p.batch_rule is not None else "no",
-                "Numba" if name in cpu else "NumPy fallback",
+                _cpu_kernel(name, cpu, fused),
                 "numba.cuda" if cuda and name in cuda else "no",
             )
         )
@@ -110,9 +115,11 @@ def render() -> str:
         "",
         "Every primitive in the registry, where it is declared and which of its rules and",
         "backend kernels exist. *Reference impl* is the plain-NumPy oracle",
-        "(`fgrad/backends/reference.py` runs it); *CPU kernel* is `Numba` when",
-        "`fgrad.backends.cpu.KERNELS` has a compiled kernel, otherwise the CPU backend falls",
-        "back to the NumPy reference; *CUDA kernel* comes from `fgrad.backends.cuda.KERNELS`.",
+        "(`fgrad/backends/reference.py` runs it). *CPU kernel*: `Numba` when",
+        "`fgrad.backends.cpu.KERNELS` has a compiled kernel (eager and under `jit`);",
+        "`Numba (fused, under jit)` when the CPU compiler fuses it into generated loops",
+        "(`fgrad.backends.cpu.emit.EMITTERS`) while eager calls use NumPy; otherwise the",
+        "NumPy reference runs. *CUDA kernel* comes from `fgrad.backends.cuda.KERNELS`.",
         "Integer-valued primitives (comparisons, argmax, ...) are not differentiable, so they",
         "have no VJP or JVP. `tests/test_primitives.py` checks every rule listed here against",
         "finite differences, the backends against the reference, and JAX where it has a",
@@ -120,7 +127,8 @@ def render() -> str:
         "",
         f"{len(rows)} primitives: "
         f"{sum(p.differentiable for p in prims.values())} differentiable, "
-        f"{sum(r[7] == 'Numba' for r in rows)} with a Numba CPU kernel, "
+        f"{sum(r[7] == 'Numba' for r in rows)} with a Numba CPU kernel and "
+        f"{sum(r[7].startswith('Numba (') for r in rows)} fused by the CPU compiler, "
         f"{sum(r[8] == 'numba.cuda' for r in rows)} with a CUDA kernel, "
         f"{sum(r[6] == 'yes' for r in rows)} with a batching rule.",
         "",
