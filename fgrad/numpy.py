@@ -374,7 +374,7 @@ mod = remainder
 def power(x, y):
     """Elementwise ``x ** y``; a Python-int exponent uses ``integer_pow``."""
     if isinstance(y, int) and not isinstance(y, bool):
-        x = _arr(x)
+        x = _bool_to_int8(_arr(x))
         if y < 0 and not is_float_dtype(x.dtype):
             raise ValueError("Integers to negative integer powers are not allowed (as NumPy)")
         return lax.integer_pow(x, y)
@@ -419,7 +419,12 @@ def reciprocal(x):
 
 def square(x):
     """Elementwise ``x * x``."""
-    return lax.integer_pow(_arr(x), 2)
+    return lax.integer_pow(_bool_to_int8(_arr(x)), 2)
+
+
+def _bool_to_int8(x):
+    # NumPy squares (and raises to Python-int powers) booleans as int8.
+    return lax.convert_element_type(x, np.int8) if x.dtype == np.bool_ else x
 
 
 def maximum(x, y):
