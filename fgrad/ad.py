@@ -343,7 +343,7 @@ def _check_differentiable_inputs(diff_args, nums) -> None:
 
 def _check_scalar_output(out) -> None:
     leaves = tree_util.tree_leaves(out)
-    if len(leaves) != 1 or tuple(leaves[0].shape) != ():
+    if len(leaves) != 1 or not hasattr(out, "shape") or tuple(leaves[0].shape) != ():
         desc = ", ".join(get_aval(x).str_short() for x in leaves) if leaves else "no arrays"
         raise TypeError(
             f"grad requires a function returning a scalar (shape ()), but it returned "

@@ -268,7 +268,7 @@ class Array:
     def __setitem__(self, idx, value):
         raise TypeError(
             "fgrad arrays are immutable: `x[idx] = v` is not supported; "
-            "use the functional form `x = x.at[idx].set(v)` instead"
+            f"use the functional form `x = x.at[idx].set(v)` instead (at {user_frame()})"
         )
 
     def __repr__(self) -> str:
@@ -316,7 +316,9 @@ class Literal:
         v = np.asarray(self.val)
         if v.dtype == np.bool_:
             return str(bool(v))
-        return repr(v.item())
+        # str of the NumPy scalar prints the shortest repr for its own precision
+        # (0.1 for a float32 0.1, not 0.10000000149011612).
+        return str(v[()])
 
 
 Atom = Var | Literal
@@ -777,7 +779,7 @@ class Tracer:
     def __setitem__(self, idx, value):
         raise TypeError(
             "fgrad arrays are immutable: `x[idx] = v` is not supported; "
-            "use the functional form `x = x.at[idx].set(v)` instead"
+            f"use the functional form `x = x.at[idx].set(v)` instead (at {user_frame()})"
         )
 
     def __hash__(self):

@@ -935,8 +935,27 @@ def _flatten_other_up_to(treedef: PyTreeDef, other: PyTree, index: int) -> list[
     try:
         _flatten_up_to(treedef._spec, other, out)
     except _Mismatch as e:
-        raise ValueError(e.message(tree_index=index)) from None
+        raise ValueError(f"{e.message(tree_index=index)} (at {_caller_line()})") from None
     return out
+
+
+def _caller_line() -> str:
+    """``file:line`` of the innermost frame outside the fgrad package (for errors).
+
+    The same walk as ``core.user_frame``, repeated here because ``tree`` imports
+    nothing from the rest of fgrad.
+    """
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(package) and not name.startswith("<frozen"):
+            return f"{name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
 
 
 def tree_flatten_with_path(

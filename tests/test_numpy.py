@@ -46,57 +46,95 @@ def jsum_sin(f):
     return lambda *xs: jnp.sum(jnp.sin(f(*xs)))
 
 
+# JAX compiles once per (function, shape, dtype) and that compile, not fgrad, dominates
+# the run time of this file. So: JAX's value and gradient come from one jitted call, a
+# function is jitted once per ``key`` (a fresh lambda per hypothesis example would
+# recompile every time), and hypothesis compares with JAX only on small shape pools
+# (GRAD_SHAPES) while NumPy, which is cheap, checks values on freely drawn shapes.
 _JITTED: dict = {}
 
 
-def _jit(fn, key):
-    """``jax.jit(fn)``, reused across hypothesis examples when ``key`` names ``fn``.
+def _jax_value_and_grad(jf, argnums, key):
+    def both(*xs):
+        return jf(*xs), jax.grad(jsum_sin(jf), argnums=argnums)(*xs)
 
-    jit caches compiles per function object, so a fresh lambda would recompile on
-    every example; the key (e.g. the op name and its static parameters) avoids that.
-    """
     if key is None:
-        return jax.jit(fn)
+        return jax.jit(both)
+    key = (key, argnums)
     if key not in _JITTED:
-        _JITTED[key] = jax.jit(fn)
+        _JITTED[key] = jax.jit(both)
     return _JITTED[key]
 
 
-def jit_eval(jf, *args, key=None):
-    """JAX's value of ``jf(*args)`` (jitted: one compile instead of one per op)."""
-    return np.asarray(_jit(jf, key and ("value",) + key)(*args))
+def check_vs_jax(f, jf, *args, argnums=0, rtol=1e-9, atol=1e-12, key=None):
+    """``f(*args)`` and the gradient of ``sum(sin(f(*args)))`` equal JAX's (float64).
+
+    The gradient must also keep the dtype of the argument it is taken for.
+    """
+    jval, jg = _jax_value_and_grad(jf, argnums, key)(*args)
+    compare_with_jax(f, args, argnums, jval, jg, rtol, atol)
 
 
-def check_grad_vs_jax(f, jf, *args, argnums=0, rtol=1e-9, atol=1e-12, key=None):
-    """Gradient of sum(sin(f(...))) equals JAX's in float64 (and keeps the dtype)."""
+def check_cases_vs_jax(cases, argnums=0, rtol=1e-9, atol=1e-12, key=None):
+    """``check_vs_jax`` for several ``(f, jf, args)`` cases, with one JAX call for all."""
+
+    def run(all_args):
+        return [
+            (jf(*a), jax.grad(jsum_sin(jf), argnums=argnums)(*a))
+            for (_, jf, _), a in zip(cases, all_args)
+        ]
+
+    if key is None:
+        fn = jax.jit(run)
+    else:
+        fn = _JITTED.setdefault((key, argnums, "cases"), jax.jit(run))
+    results = fn([args for _, _, args in cases])
+    for (f, _, args), (jval, jg) in zip(cases, results):
+        compare_with_jax(f, args, argnums, jval, jg, rtol, atol)
+
+
+def compare_with_jax(f, args, argnums, jval, jg, rtol=1e-9, atol=1e-12):
+    check(f(*[fnp.asarray(a) for a in args]), np.asarray(jval), rtol=rtol, atol=atol)
     g = fgrad.grad(sum_sin(f), argnums=argnums)(*[fnp.asarray(a) for a in args])
-    jg = _jit(jax.grad(jsum_sin(jf), argnums=argnums), key and ("grad", argnums) + key)(*args)
     g, jg = (g, jg) if isinstance(argnums, tuple) else ((g,), (jg,))
     for a, b in zip(g, jg):
         check(a, np.asarray(b), rtol=rtol, atol=atol)
 
 
-# Shapes come from small pools (size-1 axes and rank 0 included) rather than free draws:
-# JAX compiles once per shape, and that compile time dominates otherwise.
-SHAPES = [(), (1,), (4,), (2, 3), (3, 1), (2, 1, 3)]
-BROADCAST_PAIRS = [
-    ((), ()),
-    ((), (3,)),
-    ((2, 3), ()),
-    ((4,), (4,)),
-    ((2, 3), (3,)),
-    ((2, 1), (1, 3)),
-    ((3, 1), (2, 1, 4)),
-    ((1, 3), (2, 3)),
-]
+_TABLES: dict = {}
 
 
-def shapes(min_dims=0):
-    return st.sampled_from([s for s in SHAPES if len(s) >= min_dims])
+def jax_table(table, cases):
+    """JAX's (value, gradient of sum(sin(.))) for every case of a parametrized table.
+
+    ``cases`` maps a case name to ``(jf, args, argnums)``; all of them are computed by
+    one jitted call, made once per table.
+    """
+    if table not in _TABLES:
+
+        def run(all_args):
+            return {
+                n: (jf(*all_args[n]), jax.grad(jsum_sin(jf), argnums=nums)(*all_args[n]))
+                for n, (jf, _, nums) in cases.items()
+            }
+
+        _TABLES[table] = jax.jit(run)({n: tuple(c[1]) for n, c in cases.items()})
+    return _TABLES[table]
 
 
-def broadcast_pairs():
-    return st.sampled_from(BROADCAST_PAIRS)
+def check_table_case(table, cases, name, f, rtol=1e-9, atol=1e-12):
+    """Compare fgrad's ``f`` with case ``name`` of a JAX table (value and gradient)."""
+    _, args, argnums = cases[name]
+    jval, jg = jax_table(table, cases)[name]
+    compare_with_jax(f, args, argnums, jval, jg, rtol, atol)
+
+
+def shapes(min_dims=0, max_dims=3):
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=4)
+
+
+GRAD_SHAPES = [(), (2, 3)]
+GRAD_BROADCAST_PAIRS = [((2, 3), (2, 3)), ((), (3,)), ((2, 1), (1, 3))]
 
 
 def arrays(shape, lo=-3.0, hi=3.0, dtype=np.float64, unique=False):
@@ -140,8 +178,9 @@ def test_unary_values_and_grads(name, data, dt):
     f, nf, jf = getattr(fnp, name), getattr(np, name), getattr(jnp, name)
     xd = x.astype(dt)
     check(f(xd), nf(xd))
-    check(f(fnp.asarray(xd)), jit_eval(jf, xd, key=(name,)))
-    check_grad_vs_jax(f, jf, x, key=(name,))
+    check(f(fnp.asarray(xd)), nf(xd))
+    xgs = [data.draw(away_from_zero(s) if dom is None else arrays(s, *dom)) for s in GRAD_SHAPES]
+    check_cases_vs_jax([(f, jf, (xg,)) for xg in xgs], key=name)
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "tanh"])
@@ -159,10 +198,9 @@ def test_clip(data):
     check(fnp.clip(x, max=hi), np.clip(x, None, hi))
     check(fnp.clip(x.astype(np.float32), lo, hi), np.clip(x.astype(np.float32), lo, hi))
     # Away from the clip bounds, the gradient is 1 inside and 0 outside (as JAX).
-    x = np.where(np.abs(np.abs(x - 0.25) - 1.25) < 1e-3, 0.0, x)
-    check_grad_vs_jax(
-        lambda v: fnp.clip(v, lo, hi), lambda v: jnp.clip(v, lo, hi), x, key=("clip",)
-    )
+    xg = data.draw(arrays((2, 3)))
+    xg = np.where(np.abs(np.abs(xg - 0.25) - 1.25) < 1e-3, 0.0, xg)
+    check_vs_jax(lambda v: fnp.clip(v, lo, hi), lambda v: jnp.clip(v, lo, hi), xg, key="clip")
 
 
 # ---------------------------------------------------------------- elementwise binary
@@ -183,16 +221,18 @@ BINARY = {
 @given(data=st.data(), dt=float_dtypes)
 def test_binary_broadcasting_values_and_grads(name, data, dt):
     op, nf, jf = BINARY[name]
-    sx, sy = data.draw(broadcast_pairs())
-    positive = name in ("divide", "power")
-    lo = 0.2 if positive else -3.0
+    (sx, sy), _ = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_side=3))
+    lo = 0.2 if name in ("divide", "power") else -3.0
     x, y = data.draw(arrays(sx, lo, 3.0)), data.draw(arrays(sy, lo, 3.0))
     xd, yd = x.astype(dt), y.astype(dt)
     # As a function of fgrad.numpy and as an operator on fgrad arrays.
     check(getattr(fnp, name)(xd, yd), nf(xd, yd))
     check(op(fnp.asarray(xd), fnp.asarray(yd)), nf(xd, yd))
-    check(op(fnp.asarray(xd), fnp.asarray(yd)), jit_eval(jf, xd, yd, key=(name,)))
-    check_grad_vs_jax(op, jf, x, y, argnums=(0, 1), key=(name,))
+    pairs = [
+        (data.draw(arrays(sx, lo, 3.0)), data.draw(arrays(sy, lo, 3.0)))
+        for sx, sy in GRAD_BROADCAST_PAIRS
+    ]
+    check_cases_vs_jax([(op, jf, xy) for xy in pairs], argnums=(0, 1), key=name)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +240,7 @@ def test_binary_broadcasting_values_and_grads(name, data, dt):
 )
 @given(data=st.data())
 def test_comparison_operators(op, data):
-    sx, sy = data.draw(broadcast_pairs())
+    (sx, sy), _ = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_side=3))
     vals = st.sampled_from([-1.0, 0.0, 0.5, 2.0])
     x = data.draw(hnp.arrays(np.float32, sx, elements=vals))
     y = data.draw(hnp.arrays(np.float64, sy, elements=vals))
@@ -231,6 +271,27 @@ def test_scalar_operators_both_sides():
     check(m @ fnp.asarray(x), np.arange(6.0).reshape(2, 3) @ x)
 
 
+def test_integer_powers_stay_integer():
+    e = np.array([0, 1, 2, 5, 10], np.int32)
+    check(2 ** fnp.asarray(e), 2**e)
+    check(
+        fnp.power(fnp.asarray(np.array([-3, 2, 7, 1, -1], np.int32)), fnp.asarray(e)),
+        np.power(np.array([-3, 2, 7, 1, -1], np.int32), e),
+    )
+    check(fnp.asarray(e) ** 3, e**3)
+    check(
+        fnp.power(np.array([3, 2]), np.array([4, 40])),
+        np.power(np.array([3, 2]), np.array([4, 40])),
+    )
+    with pytest.raises(ValueError, match="negative"):
+        fnp.asarray(e) ** -1
+    with pytest.raises(ValueError, match="negative"):
+        fnp.power(fnp.asarray(e), fnp.asarray(-e))
+    # Under a trace the exponent's bits are not known: all of them are used.
+    jaxpr = fgrad.make_jaxpr(lambda b, x: b**x)(fnp.asarray(e), fnp.asarray(e))
+    check(jaxpr(fnp.asarray(e), fnp.asarray(e))[0], e**e)
+
+
 def test_integer_arithmetic_matches_numpy():
     x = np.array([-7, -3, 0, 5, 9], np.int32)
     y = np.array([2, -2, 3, 3, -4], np.int32)
@@ -246,14 +307,14 @@ def test_integer_arithmetic_matches_numpy():
 
 @given(data=st.data())
 def test_where(data):
-    sc, sx, sy = data.draw(
-        st.sampled_from([((), (3,), (3,)), ((2, 3), (3,), ()), ((2, 1), (1, 3), (2, 3))])
-    )
+    (sc, sx, sy), _ = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=3, max_side=3))
     c = data.draw(hnp.arrays(np.bool_, sc))
     x, y = data.draw(arrays(sx)), data.draw(arrays(sy))
     check(fnp.where(c, x, y), np.where(c, x, y))
     check(fnp.where(c, x.astype(np.float32), 0.0), np.where(c, x.astype(np.float32), 0.0))
-    check_grad_vs_jax(fnp.where, jnp.where, c, x, y, argnums=(1, 2), key=("where",))
+    c = data.draw(hnp.arrays(np.bool_, (2, 1)))
+    x, y = data.draw(arrays((1, 3))), data.draw(arrays(()))
+    check_vs_jax(fnp.where, jnp.where, c, x, y, argnums=(1, 2), key="where")
 
 
 def test_isfinite_isnan_any_all():
@@ -302,19 +363,52 @@ def test_reductions(name, data, dt, keepdims):
     x = data.draw(arrays(shape, 0.2, 2.0, unique=True))
     xd = x.astype(dt)
     check(f(xd, axis=axis, keepdims=keepdims), nf(xd, axis=axis, keepdims=keepdims))
+    check(f(fnp.asarray(xd), axis=axis, keepdims=keepdims), nf(xd, axis=axis, keepdims=keepdims))
+    # Against JAX on (2, 3) for every axis choice; keepdims only reshapes, so its
+    # gradient must agree with the one without.
+    x = data.draw(arrays((2, 3), 0.2, 2.0, unique=True))
+    cases = [
+        (lambda v, a=a: f(v, axis=a), lambda v, a=a: jf(v, axis=a), (x,))
+        for a in (None, 0, 1, -1, (0, 1))
+    ]
+    check_cases_vs_jax(cases, rtol=1e-8, key=name)
+    fk = lambda v: f(v, axis=axis if len(shape) == 2 else 1, keepdims=True)  # noqa: E731
+    fn = lambda v: f(v, axis=axis if len(shape) == 2 else 1)  # noqa: E731
+    check(fgrad.grad(sum_sin(fk))(fnp.asarray(x)), fgrad.grad(sum_sin(fn))(x), rtol=1e-12)
+
+
+def test_linalg_norm_edge_cases():
+    v, m = np.array([0.0, -2.0, 3.0]), np.arange(6.0).reshape(2, 3)
+    check(fnp.linalg.norm(v, 0), np.linalg.norm(v, 0))
+    check(fnp.linalg.norm(np.ones((2, 3, 4))), np.linalg.norm(np.ones((2, 3, 4))))
+    for ord in (2, -2, "nuc"):  # need singular values: refused, never silently wrong
+        with pytest.raises(ValueError, match="not supported"):
+            fnp.linalg.norm(m, ord)
+    with pytest.raises(ValueError):
+        fnp.linalg.norm(v, "fro")
+
+
+def test_reduction_edge_cases():
+    with pytest.raises(ValueError, match="zero-size"):
+        fnp.max(np.ones((0, 3)))
+    with pytest.raises(ValueError, match="zero-size"):
+        fnp.min(np.ones((2, 0)), axis=1)
+    check(fnp.max(np.ones((0, 3)), axis=1), np.max(np.ones((0, 3)), axis=1))
+    check(fnp.max(np.ones((0, 3)), initial=2.0), np.max(np.ones((0, 3)), initial=2.0))
+    check(fnp.sum(np.ones((0, 3)), axis=0), np.sum(np.ones((0, 3)), axis=0))
+    check(fnp.prod(np.ones((0,))), np.prod(np.ones((0,))))
+    x = np.arange(6.0).reshape(2, 3)
+    check(fnp.max(x, initial=10.0), np.max(x, initial=10.0))
     check(
-        f(fnp.asarray(xd), axis=axis, keepdims=keepdims),
-        jit_eval(lambda v: jf(v, axis=axis, keepdims=keepdims), xd, key=(name, axis, keepdims)),
+        fnp.mean(x.astype(np.float32), dtype=np.float64),
+        np.mean(x.astype(np.float32), dtype=np.float64),
     )
-    if name == "std" and np.any(np.std(x, axis=axis) == 0):
-        return  # the derivative of sqrt at 0 is infinite
-    check_grad_vs_jax(
-        lambda v: f(v, axis=axis, keepdims=keepdims),
-        lambda v: jf(v, axis=axis, keepdims=keepdims),
-        x,
-        rtol=1e-8,
-        key=(name, axis, keepdims),
+    check(
+        fnp.mean(x.astype(np.int32), dtype=np.float32),
+        np.mean(x.astype(np.int32), dtype=np.float32),
     )
+    check(fnp.argmax(x, keepdims=True), np.argmax(x, keepdims=True), dtype=False)
+    check(fnp.argmin(x, keepdims=True), np.argmin(x, keepdims=True), dtype=False)
 
 
 def test_reductions_of_integers_follow_numpy():
@@ -358,7 +452,9 @@ def test_cumsum(data, dt):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(fnp.cumsum(xd), np.cumsum(xd))
     check(fnp.cumsum(xd, axis=axis), np.cumsum(xd, axis=axis))
-    check_grad_vs_jax(
+    axis = data.draw(st.sampled_from([0, 1, -1]))
+    x = data.draw(arrays((2, 3)))
+    check_vs_jax(
         lambda v: fnp.cumsum(v, axis=axis),
         lambda v: jnp.cumsum(v, axis=axis),
         x,
@@ -375,28 +471,49 @@ def test_sort(data, dt):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     check(fnp.sort(xd), np.sort(xd))
     check(fnp.sort(xd, axis=axis), np.sort(xd, axis=axis))
-    check_grad_vs_jax(
+    check(fnp.sort(xd, axis=None), np.sort(xd, axis=None))
+    axis = data.draw(st.sampled_from([0, 1, -1]))
+    x = data.draw(arrays((2, 3), unique=True))
+    check_vs_jax(
         lambda v: fnp.sort(v, axis=axis), lambda v: jnp.sort(v, axis=axis), x, key=("sort", axis)
     )
-    check(fnp.sort(xd, axis=None), np.sort(xd, axis=None))
 
 
-@pytest.mark.parametrize(
-    "shape, ord, axis",
-    [
-        ((5,), None, None),
-        ((5,), 2, None),
-        ((5,), 1, None),
-        ((5,), np.inf, None),
-        ((3, 4), None, None),
-        ((3, 4), "fro", None),
-        ((3, 4), None, 1),
-        ((3, 4), 2, 0),
-        ((3, 4), 1, -1),
-    ],
-)
-def test_linalg_norm(shape, ord, axis):
-    x = np.random.default_rng(0).uniform(-2, 2, shape)
+NORMS = [
+    ((5,), None, None),
+    ((5,), 2, None),
+    ((5,), 1, None),
+    ((5,), np.inf, None),
+    ((5,), -np.inf, None),
+    ((5,), 3, None),
+    ((5,), 0.5, None),
+    ((3, 4), None, None),
+    ((3, 4), "fro", None),
+    ((3, 4), 1, None),
+    ((3, 4), -1, None),
+    ((3, 4), np.inf, None),
+    ((3, 4), -np.inf, (1, 0)),
+    ((3, 4), 1, (1, 0)),
+    ((3, 4), None, 1),
+    ((3, 4), 2, 0),
+    ((3, 4), 1, -1),
+    ((2, 3, 4), "fro", (2, 0)),
+    ((2, 3, 4), np.inf, (1, 2)),
+]
+NORM_CASES = {
+    str(i): (
+        lambda v, o=o, a=a: jnp.linalg.norm(v, ord=o, axis=a),
+        (np.random.default_rng(0).uniform(-2, 2, s),),
+        0,
+    )
+    for i, (s, o, a) in enumerate(NORMS)
+}
+
+
+@pytest.mark.parametrize("case", range(len(NORMS)))
+def test_linalg_norm(case):
+    _, ord, axis = NORMS[case]
+    (x,) = NORM_CASES[str(case)][1]
     check(fnp.linalg.norm(x, ord=ord, axis=axis), np.linalg.norm(x, ord=ord, axis=axis))
     x32 = x.astype(np.float32)
     check(fnp.linalg.norm(x32, ord=ord, axis=axis), np.linalg.norm(x32, ord=ord, axis=axis))
@@ -404,11 +521,8 @@ def test_linalg_norm(shape, ord, axis):
         fnp.linalg.norm(x, ord=ord, axis=axis, keepdims=True),
         np.linalg.norm(x, ord=ord, axis=axis, keepdims=True),
     )
-    check_grad_vs_jax(
-        lambda v: fnp.linalg.norm(v, ord=ord, axis=axis),
-        lambda v: jnp.linalg.norm(v, ord=ord, axis=axis),
-        x,
-    )
+    f = lambda v: fnp.linalg.norm(v, ord=ord, axis=axis)  # noqa: E731
+    check_table_case("norm", NORM_CASES, str(case), f)
 
 
 # ---------------------------------------------------------------- contractions
@@ -427,27 +541,43 @@ MATMUL_SHAPES = [
 ]
 
 
+def _normal_args(seed, *shps):
+    rng = np.random.default_rng(seed)
+    return tuple(rng.normal(size=s) for s in shps)
+
+
+MATMUL_CASES = {str(sh): (jnp.matmul, _normal_args(1, *sh), (0, 1)) for sh in MATMUL_SHAPES}
+
+
 @pytest.mark.parametrize("sa, sb", MATMUL_SHAPES)
 def test_matmul(sa, sb):
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(size=sa), rng.normal(size=sb)
+    a, b = MATMUL_CASES[str((sa, sb))][1]
     check(fnp.matmul(a, b), np.matmul(a, b))
     check(fnp.asarray(a) @ fnp.asarray(b), a @ b)
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
     check(fnp.matmul(a32, b32), np.matmul(a32, b32))
     check(fnp.matmul(a32, b), np.matmul(a32, b))  # promotes to float64
-    check_grad_vs_jax(fnp.matmul, jnp.matmul, a, b, argnums=(0, 1))
+    check_table_case("matmul", MATMUL_CASES, str((sa, sb)), fnp.matmul)
 
 
-@pytest.mark.parametrize(
-    "sa, sb", [((), (3,)), ((3,), ()), ((3,), (3,)), ((2, 3), (3,)), ((2, 3), (3, 4)),
-               ((2, 3, 4), (4, 5)), ((2, 3), (4, 3, 5)), ((2, 2, 3), (4, 3, 5))]
-)
+DOT_SHAPES = [
+    ((), (3,)),
+    ((3,), ()),
+    ((3,), (3,)),
+    ((2, 3), (3,)),
+    ((2, 3), (3, 4)),
+    ((2, 3, 4), (4, 5)),
+    ((2, 3), (4, 3, 5)),
+    ((2, 2, 3), (4, 3, 5)),
+]
+DOT_CASES = {str(sh): (jnp.dot, _normal_args(2, *sh), (0, 1)) for sh in DOT_SHAPES}
+
+
+@pytest.mark.parametrize("sa, sb", DOT_SHAPES)
 def test_dot(sa, sb):
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(size=sa), rng.normal(size=sb)
+    a, b = DOT_CASES[str((sa, sb))][1]
     check(fnp.dot(a, b), np.dot(a, b))
-    check_grad_vs_jax(fnp.dot, jnp.dot, a, b, argnums=(0, 1))
+    check_table_case("dot", DOT_CASES, str((sa, sb)), fnp.dot)
     if sa:
         check(fnp.asarray(a).dot(b), a.dot(b))
 
@@ -471,16 +601,21 @@ EINSUMS = [
 ]
 
 
-@pytest.mark.parametrize("spec, shps", EINSUMS)
-def test_einsum(spec, shps):
-    rng = np.random.default_rng(3)
-    ops = [rng.normal(size=s) for s in shps]
-    check(fnp.einsum(spec, *ops), np.einsum(spec, *ops))
-    check(fnp.einsum(spec, *ops), jit_eval(lambda *xs: jnp.einsum(spec, *xs), *ops))
-    nums = tuple(range(len(ops)))
-    check_grad_vs_jax(
-        lambda *xs: fnp.einsum(spec, *xs), lambda *xs: jnp.einsum(spec, *xs), *ops, argnums=nums
+EINSUM_CASES = {
+    spec: (
+        lambda *xs, spec=spec: jnp.einsum(spec, *xs),
+        _normal_args(3, *shps),
+        tuple(range(len(shps))),
     )
+    for spec, shps in EINSUMS
+}
+
+
+@pytest.mark.parametrize("spec", [spec for spec, _ in EINSUMS])
+def test_einsum(spec):
+    ops = EINSUM_CASES[spec][1]
+    check(fnp.einsum(spec, *ops), np.einsum(spec, *ops))
+    check_table_case("einsum", EINSUM_CASES, spec, lambda *xs: fnp.einsum(spec, *xs))
 
 
 # ---------------------------------------------------------------- shape manipulation
@@ -524,13 +659,15 @@ SHAPE_OPS = {
 }
 
 
+SHAPE_OP_CASES = {n: (lambda x, f=f: f(jnp, x), (X234,), 0) for n, f in SHAPE_OPS.items()}
+
+
 @pytest.mark.parametrize("name", sorted(SHAPE_OPS))
 def test_shape_ops(name):
     f = SHAPE_OPS[name]
     check(f(fnp, fnp.asarray(X234)), f(np, X234))
     check(f(fnp, fnp.asarray(X234.astype(np.float32))), f(np, X234.astype(np.float32)))
-    check(f(fnp, fnp.asarray(X234)), jit_eval(lambda x: f(jnp, x), X234))
-    check_grad_vs_jax(lambda x: f(fnp, x), lambda x: f(jnp, x), X234)
+    check_table_case("shape_ops", SHAPE_OP_CASES, name, lambda x: f(fnp, x))
 
 
 def test_split_returns_list_of_arrays():
@@ -551,8 +688,10 @@ def test_take_negative_indices_wrap_as_numpy():
 def test_concatenate_promotes():
     a, b = np.ones(2, np.float32), np.arange(3, dtype=np.int32)
     check(fnp.concatenate([a, b]), np.concatenate([a, b]))
-    check(fnp.stack([np.ones(2, np.int32), np.zeros(2, np.float64)]),
-          np.stack([np.ones(2, np.int32), np.zeros(2, np.float64)]))
+    check(
+        fnp.stack([np.ones(2, np.int32), np.zeros(2, np.float64)]),
+        np.stack([np.ones(2, np.int32), np.zeros(2, np.float64)]),
+    )
 
 
 # ---------------------------------------------------------------- indexing
@@ -600,15 +739,67 @@ INDEXES = {
 }
 
 
+# JAX refuses Python lists as indices; it gets the equivalent arrays.
+INDEX_CASES = {
+    n: (lambda x, j=np.asarray(i) if isinstance(i, list) else i: x[j], (X456,), 0)
+    for n, i in INDEXES.items()
+}
+
+
 @pytest.mark.parametrize("name", sorted(INDEXES))
 def test_indexing(name):
     idx = INDEXES[name]
     check(fnp.asarray(X456)[idx], X456[idx])
     check(fnp.asarray(X456.astype(np.float32))[idx], X456.astype(np.float32)[idx])
-    # JAX refuses Python lists as indices; give it the equivalent array.
-    jidx = np.asarray(idx) if isinstance(idx, list) else idx
-    check(fnp.asarray(X456)[idx], jit_eval(lambda x: x[jidx], X456))
-    check_grad_vs_jax(lambda x: x[idx], lambda x: x[jidx], X456)
+    check_table_case("indexing", INDEX_CASES, name, lambda x: x[idx])
+
+
+def _index_grad_oracle(x, idx):
+    """Gradient of sum(sin(x[idx])) by NumPy: cos at each selected position, accumulated."""
+    pos = np.arange(x.size).reshape(x.shape)[idx]
+    w = np.cos(x.ravel()[pos])
+    g = np.bincount(np.ravel(pos), np.ravel(w), minlength=x.size)
+    return g.astype(x.dtype).reshape(x.shape)
+
+
+@given(data=st.data())
+def test_basic_indexing_fuzz(data):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5))
+    idx = data.draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape) / 7.0
+    check(fnp.asarray(x)[idx], x[idx])
+    g = fgrad.grad(lambda v: fnp.sum(fnp.sin(v[idx])))(fnp.asarray(x))
+    check(g, _index_grad_oracle(x, idx))
+    # .at[] with the same index, against NumPy's in-place forms.
+    v = np.ones(x[idx].shape) * 2.5
+    want = x.copy()
+    want[idx] = v
+    check(fnp.asarray(x).at[idx].set(v), want)
+    want = x.copy()
+    want[idx] += v
+    check(fnp.asarray(x).at[idx].add(v), want)
+
+
+@given(data=st.data())
+def test_advanced_indexing_fuzz(data):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    idx = data.draw(hnp.integer_array_indices(shape, result_shape=hnp.array_shapes(max_dims=2)))
+    # Mix in a slice in a drawn position (both of NumPy's placement rules get hit).
+    if len(idx) < len(shape) and data.draw(st.booleans()):
+        k = data.draw(st.integers(0, len(idx)))
+        idx = idx[:k] + (slice(None, None, data.draw(st.sampled_from([1, -1, 2]))),) + idx[k:]
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape) / 7.0
+    check(fnp.asarray(x)[idx], x[idx])
+    g = fgrad.grad(lambda v: fnp.sum(fnp.sin(v[idx])))(fnp.asarray(x))
+    check(g, _index_grad_oracle(x, idx))
+    # Duplicates accumulate under .at[].add, as np.add.at.
+    v = np.linspace(1.0, 2.0, x[idx].size).reshape(x[idx].shape)
+    want = x.copy()
+    np.add.at(want, idx, v)
+    check(fnp.asarray(x).at[idx].add(v), want)
+    want = x.copy()
+    np.maximum.at(want, idx, v)
+    check(fnp.asarray(x).at[idx].max(v), want)
 
 
 def test_indexing_with_fgrad_arrays_and_int_arrays():
@@ -661,23 +852,46 @@ AT_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(AT_CASES))
-@pytest.mark.parametrize("mode", ["set", "add", "mul", "min", "max", "get"])
-def test_at_updates_match_jax(name, mode):
-    idx = AT_CASES[name]
-    x = fnp.asarray(X456)
-    if mode == "get":
-        check(x.at[idx].get(), jit_eval(lambda a: a.at[idx].get(), X456))
-        return
-    # A scalar update, and an update shaped like the selection.
+AT_MODES = ["set", "add", "mul", "min", "max"]
+
+
+def _at_values(idx):
     sel_shape = X456[idx].shape
-    vals = np.linspace(-2.0, 2.0, int(np.prod(sel_shape))).reshape(sel_shape)
-    for v in (0.5, vals):
-        out = getattr(x.at[idx], mode)(v)
-        check(out, jit_eval(lambda a, v=v: getattr(a.at[idx], mode)(v), X456))
-    # float32 stays float32 and Python-scalar updates are weak.
-    out32 = getattr(fnp.asarray(X456.astype(np.float32)).at[idx], mode)(2.0)
-    assert out32.dtype == np.float32
+    return np.linspace(-2.0, 2.0, int(np.prod(sel_shape))).reshape(sel_shape)
+
+
+def _all_at_modes(a, v, idx):
+    """Every ``.at`` mode, with an update shaped like the selection and a scalar one."""
+    outs = {m: getattr(a.at[idx], m)(v) for m in AT_MODES}
+    outs.update({m + "_scalar": getattr(a.at[idx], m)(0.5) for m in AT_MODES})
+    outs["get"] = a.at[idx].get()
+    return outs
+
+
+_AT_EXPECTED: dict = {}
+
+
+def jax_at_results():
+    if not _AT_EXPECTED:  # one compile for every case and mode
+        run = jax.jit(
+            lambda x, vals: {n: _all_at_modes(x, vals[n], i) for n, i in AT_CASES.items()}
+        )
+        _AT_EXPECTED.update(run(X456, {n: _at_values(i) for n, i in AT_CASES.items()}))
+    return _AT_EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(AT_CASES))
+def test_at_updates_match_jax(name):
+    idx = AT_CASES[name]
+    got = _all_at_modes(fnp.asarray(X456), fnp.asarray(_at_values(idx)), idx)
+    expected = jax_at_results()[name]
+    assert got.keys() == expected.keys()
+    for k in got:
+        check(got[k], np.asarray(expected[k]))
+    # float32 stays float32: Python-scalar updates are weak.
+    x32 = fnp.asarray(X456.astype(np.float32))
+    for m in AT_MODES:
+        assert getattr(x32.at[idx], m)(2.0).dtype == np.float32
 
 
 def test_at_add_accumulates_duplicates():
@@ -699,8 +913,12 @@ def test_at_does_not_mutate_and_broadcasts_row_updates():
     check(x, np.zeros((3, 4), np.float32))
     check(y[1], np.arange(4.0, dtype=np.float32))
     z = x.at[:, 0].set(7.0)
-    check(z, np.zeros((3, 4), np.float32) + np.eye(3, 4, dtype=np.float32)[:, :1] * 0
-          + np.array([[7, 0, 0, 0]] * 3, np.float32))
+    check(
+        z,
+        np.zeros((3, 4), np.float32)
+        + np.eye(3, 4, dtype=np.float32)[:, :1] * 0
+        + np.array([[7, 0, 0, 0]] * 3, np.float32),
+    )
 
 
 @pytest.mark.parametrize("mode", ["set", "add", "mul"])
@@ -716,7 +934,7 @@ def test_at_update_grads_match_jax(mode):
         kw = {"unique_indices": True} if mode == "mul" else {}  # JAX needs it for mul grads
         return getattr(a.at[idx], mode)(b, **kw) * a
 
-    check_grad_vs_jax(f, jf, x, v, argnums=(0, 1))
+    check_vs_jax(f, jf, x, v, argnums=(0, 1))
 
 
 # ---------------------------------------------------------------- immutability
@@ -832,6 +1050,8 @@ def test_creation_functions():
     check(fnp.full_like(i, 7), np.full_like(i, 7))
     check(fnp.full_like(np.ones(2, np.float32), 0.25), np.full(2, 0.25, np.float32))
     check(fnp.zeros_like(i, dtype=np.float32), np.zeros((2, 3), np.float32))
+    check(fnp.zeros_like([[1.0, 2.0]]), np.zeros((1, 2), np.float32))
+    check(fnp.full_like([1, 2], 5), np.full(2, 5, np.int32))
     check(fnp.arange(5), np.arange(5, dtype=np.int32))
     check(fnp.arange(2, 7), np.arange(2, 7, dtype=np.int32))
     check(fnp.arange(1, 8, 3), np.arange(1, 8, 3, dtype=np.int32))
@@ -843,10 +1063,15 @@ def test_creation_functions():
     check(fnp.eye(3, k=1), np.eye(3, k=1, dtype=np.float32))
     check(fnp.eye(3, k=-1, dtype=np.int32), np.eye(3, k=-1, dtype=np.int32))
     check(fnp.linspace(0.0, 1.0, 5), np.linspace(0.0, 1.0, 5, dtype=np.float32))
-    check(fnp.linspace(0, 1, 4, endpoint=False), np.linspace(0, 1, 4, endpoint=False,
-                                                                dtype=np.float32))
+    check(
+        fnp.linspace(0, 1, 4, endpoint=False),
+        np.linspace(0, 1, 4, endpoint=False, dtype=np.float32),
+    )
     check(fnp.linspace(-1, 1, 3, dtype=np.float64), np.linspace(-1, 1, 3))
-    for a, b in [(fnp.zeros(3), jnp.zeros(3, jnp.float32)), (fnp.eye(2), jnp.eye(2, dtype=jnp.float32))]:
+    for a, b in [
+        (fnp.zeros(3), jnp.zeros(3, jnp.float32)),
+        (fnp.eye(2), jnp.eye(2, dtype=jnp.float32)),
+    ]:
         check(a, np.asarray(b))
 
 

@@ -19,6 +19,7 @@ named_chain, multi_transform), ``schedules`` (schedules, inject_hyperparams),
 ``alias`` (named optimizers), ``lookup`` (name-based state access).
 """
 
+from fgrad.optim.data_parallel import data_parallel
 from fgrad.optim.alias import adadelta, adagrad, adam, adamax, adamw, lamb, nadam, rmsprop, sgd
 from fgrad.optim.base import (
     EmptyState,
@@ -119,6 +120,7 @@ from fgrad.optim.wrappers import (
 )
 
 __all__ = [
+    "data_parallel",
     "AddDecayedWeightsState",
     "ApplyEvery",
     "ApplyIfFiniteState",

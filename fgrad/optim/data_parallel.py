@@ -27,7 +27,9 @@ from fgrad.optim.base import GradientTransformation
 __all__ = ["data_parallel"]
 
 
-def data_parallel(inner: GradientTransformation, *, jit_inner: bool = True) -> GradientTransformation:
+def data_parallel(
+    inner: GradientTransformation, *, jit_inner: bool = True
+) -> GradientTransformation:
     """Wraps ``inner`` so its ``update`` first averages the gradients over all ranks.
 
     Args:
