@@ -35,6 +35,8 @@ differentiated), ``jit`` and ``vmap``.
 from __future__ import annotations
 
 import math
+import sys
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +44,8 @@ import numpy as np
 
 from fgrad import lax
 from fgrad import numpy as fnp
-from fgrad.core import Array, Tracer
+from fgrad.config import config
+from fgrad.core import Array, Tracer, user_frame
 from fgrad.lax import bits as _bits
 
 __all__ = [
@@ -93,7 +96,35 @@ def _check_key(name: str, key: Any):
             f"random.{name} takes a single key, but was given a key array of shape "
             f"{tuple(key.shape)}; use fgrad.vmap over the keys (or index one of them)"
         )
+    if config.debug_key_reuse and type(key) is Array:
+        _note_key_use(name, key)
     return key
+
+
+class KeyReuseError(ValueError):
+    """With ``config.debug_key_reuse``: a PRNG key was consumed twice."""
+
+
+#: id(key) -> (weak reference to the key, where it was first used). Entries vanish with
+#: their keys, so this holds only keys that are still alive (a bounded record).
+_key_uses: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _note_key_use(name: str, key: Array) -> None:
+    """Record that ``key`` was consumed; a second use raises, naming both."""
+    caller = sys._getframe(3).f_code.co_filename
+    if caller == __file__:
+        return  # one random function calling another with the key it was given
+    where = f"random.{name} at {user_frame()}"
+    previous = _key_uses.get(id(key))
+    if previous is not None and previous[0]() is key:
+        raise KeyReuseError(
+            f"PRNG key reuse: this key was already used by {previous[1]}, and is used "
+            f"again by {where}; the two draws would be correlated. Split it first: "
+            f"key, subkey = fgrad.random.split(key)"
+        )
+    ident = id(key)
+    _key_uses[ident] = (weakref.ref(key, lambda _, i=ident: _key_uses.pop(i, None)), where)
 
 
 def _key_halves(key):

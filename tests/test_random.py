@@ -633,3 +633,26 @@ def test_keys_flow_through_pytrees():
     leaves = fgrad.tree.tree_leaves(keys)
     assert all(leaf.dtype == np.uint32 and leaf.shape == (2,) for leaf in leaves)
     assert random.key_data(keys["a"]) is keys["a"]
+
+
+def test_debug_key_reuse_names_both_uses():
+    import fgrad
+
+    fgrad.config.update("debug_key_reuse", True)
+    try:
+        k = random.key(0)
+        random.normal(k, (2,))  # first use
+        with pytest.raises(random.KeyReuseError) as info:
+            random.uniform(k, (2,))  # second use
+        msg = str(info.value)
+        assert "random.normal" in msg and "random.uniform" in msg
+        assert msg.count("test_random.py") == 2
+        k1, k2 = random.split(random.key(1))  # split keys are fresh
+        random.normal(k1, (2,))
+        random.normal(k2, (2,))
+        random.truncated_normal(random.key(2), -1.0, 1.0, (3,))  # nested use is one use
+    finally:
+        fgrad.config.update("debug_key_reuse", False)
+    k = random.key(0)
+    random.normal(k, (2,))
+    random.normal(k, (2,))  # off: no check
