@@ -4,7 +4,7 @@ Write pure functions over pytrees of arrays; transform them with ``grad``, ``jvp
 ``vmap`` and ``jit``. See README.md and docs/ for a tour.
 """
 
-from fgrad import distributed, io, lax, nn, optim, random, tree
+from fgrad import data, distributed, io, lax, nn, optim, random, tree
 from fgrad import numpy as numpy  # noqa: PLC0414 - the jnp-like namespace
 from fgrad.ad import grad, hessian, jacfwd, jacrev, jvp, linearize, value_and_grad, vjp
 from fgrad.batching import vmap
@@ -38,6 +38,7 @@ __all__ = [
     "checkpoint",
     "custom_jvp",
     "custom_vjp",
+    "data",
     "debug_print",
     "distributed",
     "print_saved_residuals",

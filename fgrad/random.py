@@ -96,7 +96,8 @@ def _check_key(name: str, key: Any):
             f"random.{name} takes a single key, but was given a key array of shape "
             f"{tuple(key.shape)}; use fgrad.vmap over the keys (or index one of them)"
         )
-    if config.debug_key_reuse and type(key) is Array:
+    # fold_in derives a new key without consuming its input (as JAX's checker).
+    if config.debug_key_reuse and type(key) is Array and name != "fold_in":
         _note_key_use(name, key)
     return key
 

@@ -127,7 +127,7 @@ def run_scan(args, params, compile_body):
     y_avals = [v.aval for v in jaxpr.outvars[nk:]]
     ys = [np.empty((length,) + a.shape, a.dtype) for a in y_avals]
     for i in reversed(range(length)) if reverse else range(length):
-        outs = body(*consts, *carry, *[x[i] for x in xs])
+        outs = body(*consts, *carry, *[x[i, ...] for x in xs])  # 0-d arrays, not scalars
         carry = list(outs[:nk])
         for buf, y in zip(ys, outs[nk:]):
             buf[i] = y
