@@ -18,6 +18,7 @@ from fgrad.custom_derivatives import (
     saved_residuals,
 )
 from fgrad.debugging import debug_print
+from fgrad.device import device_put
 from fgrad.jit import RetraceWarning, jit
 from fgrad.core import (
     Array,
@@ -40,6 +41,7 @@ __all__ = [
     "custom_vjp",
     "data",
     "debug_print",
+    "device_put",
     "distributed",
     "print_saved_residuals",
     "random",

@@ -154,6 +154,8 @@ def get_aval(x: Any) -> ShapedArray:
         return ShapedArray(x.shape, x.dtype)
     if isinstance(x, bool | int | float):
         return ShapedArray((), python_scalar_dtype(x))
+    if getattr(x, "fgrad_backend", None):  # a backend's device buffer
+        return ShapedArray(x.shape, x.dtype)
     raise TypeError(f"{type(x).__name__} is not a valid fgrad array value: {x!r}")
 
 
@@ -169,6 +171,12 @@ def python_scalar_dtype(x: Any) -> np.dtype:
 
 
 # ---------------------------------------------------------------- the eager array
+
+#: An Array may hold a backend's device buffer instead of a NumPy array: any object
+#: with ``shape``, ``dtype``, ``fgrad_backend`` (the owning backend's name) and an
+#: ``__array__`` that copies it to the host (``fgrad.backends.cuda.CudaArray``).
+#: Operations on it run on that backend; ``np.asarray`` copies it back.
+DEVICE_ARRAYS = True
 
 
 class Array:
@@ -191,6 +199,9 @@ class Array:
     __array_priority__ = 100
 
     def __init__(self, value: Any):
+        if type(value) is not np.ndarray and getattr(value, "fgrad_backend", None):
+            self._v = value  # a device buffer stays where it lives
+            return
         v = value if isinstance(value, np.ndarray) else np.asarray(value)
         if v.flags.writeable:
             v.flags.writeable = False
@@ -198,11 +209,14 @@ class Array:
 
     # ---- NumPy interop
     def __array__(self, dtype=None, copy=None):
+        v = self._v
+        if type(v) is not np.ndarray:
+            v = np.asarray(v)  # a device buffer: copied to the host
         if copy:
-            return np.array(self._v, dtype=dtype, copy=True)
-        if dtype is not None and np.dtype(dtype) != self._v.dtype:
-            return self._v.astype(dtype)
-        return self._v
+            return np.array(v, dtype=dtype, copy=True)
+        if dtype is not None and np.dtype(dtype) != v.dtype:
+            return v.astype(dtype)
+        return v
 
     @property
     def aval(self) -> ShapedArray:
@@ -262,7 +276,10 @@ class Array:
         return self._v.tolist()
 
     def block_until_ready(self) -> Array:
-        """Return self; CPU results are always ready (kept for JAX compatibility)."""
+        """Wait for the device computation producing this array (CPU results are
+        always ready); return self."""
+        if type(self._v) is not np.ndarray:
+            self._v.block_until_ready()
         return self
 
     def __setitem__(self, idx, value):
@@ -272,7 +289,7 @@ class Array:
         )
 
     def __repr__(self) -> str:
-        body = np.array2string(self._v, separator=", ", prefix="Array(")
+        body = np.array2string(np.asarray(self._v), separator=", ", prefix="Array(")
         return f"Array({body}, dtype={self._v.dtype.name})"
 
     def __str__(self) -> str:
@@ -561,11 +578,21 @@ def execute(prim: Primitive, args: Sequence[Any], params: dict) -> list[Array]:
     vals = [a._v if type(a) is Array else np.asarray(a) for a in args]
     avals = [ShapedArray(v.shape, v.dtype) for v in vals]
     out_avals = prim.abstract_eval(*avals, **params)
-    backend = _loaded_backends.get(config.default_backend) or get_backend()
+    name = config.default_backend
+    for v in vals:
+        if type(v) is not np.ndarray:  # computation follows data, as in JAX
+            name = v.fgrad_backend
+            break
+    backend = _loaded_backends.get(name) or get_backend(name)
     outs = backend.run(prim, vals, params)
     result = []
     for o, aval in zip(outs, out_avals):
         if type(o) is not np.ndarray:
+            if getattr(o, "fgrad_backend", None):  # a device buffer: kept there
+                a = object.__new__(Array)
+                a._v = o
+                result.append(a)
+                continue
             o = np.asarray(o)
         if o.dtype != aval.dtype:
             o = o.astype(aval.dtype)

@@ -47,6 +47,8 @@ def _leaf_value(x: Any) -> Any:
     """Concrete leaves as NumPy arrays; Python scalars stay dynamic (not recompiled)."""
     if isinstance(x, Array):
         return x._v
+    if getattr(x, "fgrad_backend", None):  # a backend's device buffer
+        return x
     if isinstance(x, np.ndarray):
         return x
     if isinstance(x, bool | int | float) and not isinstance(x, np.generic):
@@ -112,7 +114,8 @@ class JittedFunction:
                 v = _leaf_value(x)
             vals.append(v)
             sig.append((v.shape, v.dtype.num))
-        key = (in_tree, tuple(sig), static_key, self.backend or config.default_backend)
+        backend = self.backend or _data_backend(vals) or config.default_backend
+        key = (in_tree, tuple(sig), static_key, backend)
         entry = self._cache.get(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, in_tree, vals, static_kw)
@@ -148,8 +151,7 @@ class JittedFunction:
 
         jaxpr, consts, _, _ = trace_to_jaxpr(flat_fun, avals, name="jit")
         closed = ClosedJaxpr(jaxpr, consts)
-        backend = get_backend(self.backend)
-        program = backend.compile(closed)
+        program = get_backend(key[3]).compile(closed)
         self.trace_count += 1
         elapsed = time.perf_counter() - t0
         self.compile_time += elapsed
@@ -246,12 +248,22 @@ def _check_outputs(closed: ClosedJaxpr, vals, outs) -> None:
     )
 
 
-def _wrap(v: np.ndarray) -> Array:
-    """Wrap a fresh program output as an Array without Array.__init__'s checks."""
+def _wrap(v) -> Array:
+    """Wrap a fresh program output (NumPy or device array) as an Array without
+    Array.__init__'s checks."""
     a = object.__new__(Array)
-    v.flags.writeable = False
+    if type(v) is np.ndarray:
+        v.flags.writeable = False
     a._v = v
     return a
+
+
+def _data_backend(vals) -> str | None:
+    """The backend owning the first device-resident argument (computation follows data)."""
+    for v in vals:
+        if type(v) is not np.ndarray:
+            return v.fgrad_backend
+    return None
 
 
 def _describe_change(prev: _Signature, new: _Signature) -> str:

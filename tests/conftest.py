@@ -2,6 +2,10 @@
 
 import os
 
+# The CUDA backend is tested on Numba's CUDA simulator (no GPU needed); the variable
+# must be set before numba.cuda is imported, and does not affect numba.njit CPU code.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 from hypothesis import HealthCheck, settings
 
 # CI and the default run use a small, deterministic budget; FGRAD_HYPOTHESIS=thorough

@@ -38,6 +38,7 @@ __all__ = [
     "CudaArray",
     "CudaUnavailableError",
     "compile",
+    "device_put",
     "is_available",
     "run",
     "simulated",
@@ -101,3 +102,25 @@ def compile(closed: ClosedJaxpr):  # noqa: A001 - the backend hook's name
     from fgrad.backends.cuda.program import compile as compile_program
 
     return compile_program(closed)
+
+
+def device_put(x: Any):
+    """``x`` as an fgrad Array in GPU memory (``fgrad.device_put(x, "cuda")``).
+
+    While ``fgrad.core`` keeps only host arrays (``core.DEVICE_ARRAYS`` unset), the
+    result stays on the host: eager operations copy their operands over and back, and
+    jitted programs keep everything on the device between their own kernels.
+    """
+    from fgrad import core
+    from fgrad.backends.cuda import runtime
+
+    runtime.load()
+    if type(x) is core.Array and type(x._v) is CudaArray:
+        return x
+    if isinstance(x, bool | int | float) and not isinstance(x, np.generic):
+        host = np.asarray(x, dtype=core.python_scalar_dtype(x))
+    else:
+        host = np.asarray(x)
+    if getattr(core, "DEVICE_ARRAYS", False):
+        return core.Array(to_device(host))
+    return core.Array(np.array(host))

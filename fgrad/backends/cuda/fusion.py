@@ -49,26 +49,29 @@ class _Source:
 class GroupKernel:
     """A fusion group compiled to one kernel: call it with the group's input arrays."""
 
-    def __init__(self, group, source: str, name: str, bcast: list[tuple[Var, list[int]]]):
+    def __init__(self, group, source: str, name: str, bcast: list[tuple[Var, list[int]]], scalars):
         self.group = group
+        self.scalars = scalars  # the group's literals, passed as typed scalar arguments
         self.shape = tuple(group.shape)
         self.source = source
         self.name = name
         self.bcast = bcast  # (var, operand dims read through coordinates)
         self.out_avals = [v.aval for v in group.outputs]
         self._kernel = None
+        # The arguments around the arrays are fixed per program: computed once.
+        self.n = math.prod(self.shape)
+        self._head = [self.n, *self.shape]
+        self._mid = list(scalars)
+        for v, dims in bcast:
+            st = _strides(v.aval.shape)
+            self._mid.extend(st[j] for j in dims)
 
     def __call__(self, ins: list) -> list:
         if self._kernel is None:
             self._kernel = runtime.kernel(self.source, self.name)
-        n = math.prod(self.shape)
         outs = [runtime.empty(a.shape, a.dtype) for a in self.out_avals]
-        strides = []
-        for v, dims in self.bcast:
-            st = _strides(v.aval.shape)
-            strides.extend(st[j] for j in dims)
-        args = [n, *self.shape, *[x.buf for x in ins], *strides, *[o.buf for o in outs]]
-        runtime.launch_elementwise(self._kernel, n, *args)
+        args = [*self._head, *[x.buf for x in ins], *self._mid, *[o.buf for o in outs]]
+        runtime.launch_elementwise(self._kernel, self.n, *args)
         return outs
 
 
@@ -96,10 +99,18 @@ def group_kernel(group) -> GroupKernel | None:
     bcast_args: list[str] = []
     need_coords = False
 
+    scalars: dict[tuple, tuple[str, Any]] = {}
+
     def load(v, bd=None) -> str:
         nonlocal need_coords
         if isinstance(v, Literal):
-            return src.const(np.asarray(v.val), v.aval.dtype)
+            # An argument, not a constant in the source: a literal such as the batch
+            # size in a mean would otherwise compile a new kernel per value.
+            value = np.asarray(v.val, v.aval.dtype)[()]
+            key = (value.dtype.str, value.tobytes())
+            if key not in scalars:
+                scalars[key] = (f"l{len(scalars)}", value)
+            return scalars[key][0]
         if v in names:
             return names[v]
         key = (v, bd)
@@ -151,6 +162,7 @@ def group_kernel(group) -> GroupKernel | None:
         ["n"]
         + [f"s{d}" for d in range(rank)]
         + [arrays[v] for v in group.inputs]
+        + [name for name, _ in scalars.values()]
         + bcast_args
         + [f"o{k}" for k in range(len(group.outputs))]
     )
@@ -160,7 +172,8 @@ def group_kernel(group) -> GroupKernel | None:
     lines += ["    i = cuda.grid(1)", "    step = cuda.gridsize(1)", "    while i < n:"]
     lines += ["        " + s for s in coords + loads + body + stores]
     lines.append("        i += step")
-    return GroupKernel(group, "\n".join(lines) + "\n", "fused", bcast)
+    source = "\n".join(lines) + "\n"
+    return GroupKernel(group, source, "fused", bcast, [value for _, value in scalars.values()])
 
 
 class SingleGroup:

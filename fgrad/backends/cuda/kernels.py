@@ -371,8 +371,9 @@ def _reduce_source(kinds: list[bool], op: str, dtype: np.dtype, arg: bool) -> st
     init = _const(_identity(op, dtype) if not arg else 0, dtype)
     lines = [f"def reduce({', '.join(params)}):"]
     body = [
-        f"sh = cuda.shared.array({tpb}, {np_type(dtype)})",
-        f"shi = cuda.shared.array({tpb}, np.int64)" if arg else "",
+        f"sh = cuda.shared.array(0, T_{dtype.name})[:{tpb}]",
+        # argmax/argmin: the indices follow the values in the same dynamic buffer
+        f"shi = cuda.shared.array(0, T_int64)[{tpb * dtype.itemsize // 8}:]" if arg else "",
         "t = cuda.threadIdx.x",
         "o = cuda.blockIdx.x",
         "while o < n_out:",
@@ -422,6 +423,38 @@ def _better(op: str, v: str, vi: str, a: str, ai: str) -> str:
     )
 
 
+def _lines_source(kinds: list[bool], op: str, dtype: np.dtype, arg: bool) -> str:
+    """One thread per output element, reducing sequentially: for reductions whose
+    innermost axis is kept (neighbouring threads then read neighbouring elements: a
+    bias gradient, a sum over the batch) or that reduce only a few elements each.
+    Same arguments as ``_reduce_source``."""
+    kept = [i for i, k in enumerate(kinds) if not k]
+    red = [i for i, k in enumerate(kinds) if k]
+    params = ["n", "n_red"]
+    params += [f"ks{j}" for j in range(len(kept))] + [f"kt{j}" for j in range(len(kept))]
+    params += [f"rs{j}" for j in range(len(red))] + [f"rt{j}" for j in range(len(red))]
+    body = ["base = 0", "r = i"]
+    for j in range(len(kept) - 1, -1, -1):
+        body += [f"base += (r % ks{j}) * kt{j}", f"r = r // ks{j}"]
+    init = _const(_identity(op, dtype) if not arg else 0, dtype)
+    body += [f"acc = {init}", "acci = np.int64(-1)", "for k in range(n_red):"]
+    inner = ["addr = base", "r = k"]
+    for j in range(len(red) - 1, -1, -1):
+        inner += [f"addr += (r % rs{j}) * rt{j}", f"r = r // rs{j}"]
+    inner.append("v = x[addr]")
+    if arg:
+        inner += [_better(op, "v", "k", "acc", "acci"), "    acc = v", "    acci = k"]
+    else:
+        inner.append(_combine(op, "acc", "v"))
+    body += _indent(inner, 1)
+    body.append("out[i] = acci" if arg else "out[i] = acc")
+    return _grid_loop(params + ["x", "out"], body, "reduce")
+
+
+#: Reductions of at most this many elements per output run one thread per output.
+SEQUENTIAL_REDUCE = 16
+
+
 def _reduce_runner(eqn: Eqn, op: str, axes, arg: bool):
     x_aval, out_aval = eqn.invars[0].aval, eqn.outvars[0].aval
     dtype = x_aval.dtype
@@ -432,32 +465,30 @@ def _reduce_runner(eqn: Eqn, op: str, axes, arg: bool):
     kept = [(n, s) for n, s, k in zip(sizes, st, kinds) if not k]
     red = [(n, s) for n, s, k in zip(sizes, st, kinds) if k]
     n_out, n_red = out_aval.size, math.prod(n for n, _ in red)
-    source = _reduce_source(kinds, op, dtype, arg)
     args = [n_out, n_red, *[n for n, _ in kept], *[s for _, s in kept]]
     args += [n for n, _ in red] + [s for _, s in red]
-    out_dtype = np.int64 if arg else out_aval.dtype
+    if (kinds and not kinds[-1]) or n_red <= SEQUENTIAL_REDUCE:
+        source = _lines_source(kinds, op, dtype, arg)
+
+        def launch(k, x, out):
+            launch_elementwise(k, n_out, *args, x.buf, out.buf)
+
+    else:
+        source = _reduce_source(kinds, op, dtype, arg)
+
+        def launch(k, x, out):
+            blocks = max(1, min(n_out, runtime.max_blocks()))
+            tpb = runtime.reduce_threads()
+            shared = tpb * (dtype.itemsize + (8 if arg else 0))
+            k.launch(blocks, tpb, *args, x.buf, out.buf, shared=shared)
 
     def run(ins):
-        out = empty(out_aval.shape, out_dtype)
+        out = empty(out_aval.shape, out_aval.dtype)
         if n_out:
-            k = runtime.kernel(source, "reduce")
-            blocks = max(1, min(n_out, runtime.max_blocks() * 64))
-            k.launch(blocks, runtime.reduce_threads(), *args, ins[0].buf, out.buf)
-        if arg and out_aval.dtype != np.int64:
-            return [_convert(out, out_aval.dtype)]
+            launch(runtime.kernel(source, "reduce"), ins[0], out)
         return [out]
 
     return run
-
-
-_CONVERT = _grid_loop(["n", "src", "dst"], ["dst[i] = src[i]"], "convert")
-
-
-def _convert(x: CudaArray, dtype) -> CudaArray:
-    out = empty(x.shape, dtype)
-    if x.size:
-        launch_elementwise(runtime.kernel(_CONVERT, "convert"), x.size, x.size, x.buf, out.buf)
-    return out
 
 
 for _name, _op in (
@@ -516,11 +547,10 @@ def _cumsum(eqn: Eqn):
 def _matmul_source(dtype: np.dtype) -> str:
     t = runtime.tile()
     zero = _const(0, dtype)
-    ty = np_type(dtype)
     return f"""
 def matmul(nb, m, n, kk, a, asb, asm, ask, b, bsb, bsk, bsn, out):
-    ta = cuda.shared.array(({t}, {t}), {ty})
-    tb = cuda.shared.array(({t}, {t}), {ty})
+    ta = cuda.shared.array(0, T_{dtype.name})[:{t * t}]
+    tb = cuda.shared.array(0, T_{dtype.name})[{t * t}:{2 * t * t}]
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     row = cuda.blockIdx.y * {t} + ty
@@ -531,17 +561,17 @@ def matmul(nb, m, n, kk, a, asb, asm, ask, b, bsb, bsk, bsn, out):
         for k0 in range(0, kk, {t}):
             ka = k0 + tx
             if row < m and ka < kk:
-                ta[ty, tx] = a[z * asb + row * asm + ka * ask]
+                ta[ty * {t} + tx] = a[z * asb + row * asm + ka * ask]
             else:
-                ta[ty, tx] = {zero}
+                ta[ty * {t} + tx] = {zero}
             kb = k0 + ty
             if kb < kk and col < n:
-                tb[ty, tx] = b[z * bsb + kb * bsk + col * bsn]
+                tb[ty * {t} + tx] = b[z * bsb + kb * bsk + col * bsn]
             else:
-                tb[ty, tx] = {zero}
+                tb[ty * {t} + tx] = {zero}
             cuda.syncthreads()
             for q in range({t}):
-                acc += ta[ty, q] * tb[q, tx]
+                acc += ta[ty * {t} + q] * tb[q * {t} + tx]
             cuda.syncthreads()
         if row < m and col < n:
             out[(z * m + row) * n + col] = acc
@@ -605,7 +635,12 @@ def _dot_general(eqn: Eqn):
         t = runtime.tile()
         grid = ((n + t - 1) // t, (m + t - 1) // t, min(nb, 65535))
         k = runtime.kernel(source, "matmul")
-        k.launch(grid, (t, t), nb, m, n, kk, a.buf, asb, asm, ask, b.buf, bsb, bsk, bsn, res.buf)
+        k.launch(
+            grid,
+            (t, t),
+            *(nb, m, n, kk, a.buf, asb, asm, ask, b.buf, bsb, bsk, bsn, res.buf),
+            shared=2 * t * t * out.dtype.itemsize,
+        )
         return [res]
 
     return run
@@ -794,7 +829,9 @@ def _scatter_source(mode: str) -> str:
     return _grid_loop(params, body, "scatter")
 
 
-_ATOMIC = frozenset(np.dtype(t) for t in ("float32", "float64", "int32", "int64", "uint32", "uint64"))
+_ATOMIC = frozenset(
+    np.dtype(t) for t in ("float32", "float64", "int32", "int64", "uint32", "uint64")
+)
 
 
 @lowering("scatter")
@@ -886,13 +923,10 @@ def _threefry(eqn: Eqn):
     return run
 
 
-_IOTA = (
-    "M = np.uint64(0xFFFFFFFF)\nS = np.uint64(32)\n\n\n"
-    + _grid_loop(
-        ["n", "hi", "lo"],
-        ["c = np.uint64(i)", "hi[i] = np.uint32(c >> S)", "lo[i] = np.uint32(c & M)"],
-        "iota",
-    )
+_IOTA = "M = np.uint64(0xFFFFFFFF)\nS = np.uint64(32)\n\n\n" + _grid_loop(
+    ["n", "hi", "lo"],
+    ["c = np.uint64(i)", "hi[i] = np.uint32(c >> S)", "lo[i] = np.uint32(c & M)"],
+    "iota",
 )
 
 

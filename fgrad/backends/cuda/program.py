@@ -30,7 +30,7 @@ from fgrad.backends.cuda.emit import EMITTERS
 from fgrad.backends.cuda.fusion import SingleGroup, group_kernel
 from fgrad.backends.cuda.kernels import LOWERINGS
 from fgrad.backends.cuda.runtime import CudaArray, to_device, to_host
-from fgrad.core import ClosedJaxpr, Eqn, Literal, Var
+from fgrad.core import ClosedJaxpr, Eqn, Literal
 
 Runner = Callable[[list], list]
 
@@ -62,9 +62,12 @@ def lower_eqn(eqn: Eqn) -> Runner:
         if runner is not None:
             return runner
     if name in EMITTERS and len(eqn.outvars) == 1:
-        k = group_kernel(SingleGroup(eqn))
+        group = SingleGroup(eqn)
+        k = group_kernel(group)
         if k is not None:
-            return k
+            # The kernel takes the distinct Var operands; literals are in its source.
+            pos = [eqn.invars.index(v) for v in group.inputs]
+            return lambda ins: k([ins[i] for i in pos])
     return host_runner(eqn)
 
 
@@ -72,6 +75,7 @@ class CudaProgram:
     """A compiled jaxpr: a list of (runner, input slots, output slots) steps."""
 
     def __init__(self, closed: ClosedJaxpr):
+        runtime.load()  # kernel sources depend on the launch geometry (GPU or simulator)
         jaxpr = inline_calls(closed.jaxpr)
         self.jaxpr = jaxpr
         self._consts_host = list(closed.consts)
@@ -250,4 +254,4 @@ def compile(closed: ClosedJaxpr) -> CudaProgram:  # noqa: A001 - the backend hoo
     return CudaProgram(closed)
 
 
-__all__ = ["CudaProgram", "Var", "compile", "host_runner", "lower_eqn"]
+__all__ = ["CudaProgram", "compile", "host_runner", "lower_eqn"]
