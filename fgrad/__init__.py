@@ -9,6 +9,15 @@ from fgrad import numpy as numpy  # noqa: PLC0414 - the jnp-like namespace
 from fgrad.ad import grad, hessian, jacfwd, jacrev, jvp, linearize, value_and_grad, vjp
 from fgrad.batching import vmap
 from fgrad.config import config
+from fgrad.core import (
+    Array,
+    ClosedJaxpr,
+    ConcretizationError,
+    FgradTypeError,
+    Jaxpr,
+    UnexpectedTracerError,
+    make_jaxpr,
+)
 from fgrad.custom_derivatives import (
     checkpoint,
     custom_jvp,
@@ -20,15 +29,6 @@ from fgrad.custom_derivatives import (
 from fgrad.debugging import debug_print
 from fgrad.device import device_put
 from fgrad.jit import RetraceWarning, jit
-from fgrad.core import (
-    Array,
-    ClosedJaxpr,
-    ConcretizationError,
-    FgradTypeError,
-    Jaxpr,
-    UnexpectedTracerError,
-    make_jaxpr,
-)
 from fgrad.lax import stop_gradient
 
 __version__ = "0.1.0"

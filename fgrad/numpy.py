@@ -86,8 +86,10 @@ def asarray(a: Any, dtype: Any = None) -> Any:
         return Array(np.array(a, dtype=dtype, copy=True))
     if isinstance(a, list | tuple):
         if builtins.any(isinstance(v, Tracer | Array) for v in _iter_nested(a)):
-            return stack([asarray(v) for v in a]).astype(dtype) if dtype else stack(
-                [asarray(v) for v in a]
+            return (
+                stack([asarray(v) for v in a]).astype(dtype)
+                if dtype
+                else stack([asarray(v) for v in a])
             )
         arr = np.asarray(a)
         if dtype is None and _all_python(a):
@@ -823,7 +825,9 @@ def logsumexp(a, axis=None, keepdims=False):
     m = lax.stop_gradient(max(a, axis, keepdims=True))
     m = where(isfinite(m), m, zeros_like(m))
     out = log(sum(exp(a - m), axis, keepdims=True)) + m
-    return out if keepdims else lax.reshape(out, [n for i, n in enumerate(a.shape) if i not in axes])
+    return (
+        out if keepdims else lax.reshape(out, [n for i, n in enumerate(a.shape) if i not in axes])
+    )
 
 
 # ---------------------------------------------------------------- shapes
@@ -1016,8 +1020,14 @@ def _diag_index(n, k):
 
 
 def _diag_index_2(shape, k):
-    i = np.arange(builtins.max(0, builtins.min(shape[0], shape[1] - k) if k >= 0 else
-                               builtins.min(shape[0] + k, shape[1])))
+    i = np.arange(
+        builtins.max(
+            0,
+            builtins.min(shape[0], shape[1] - k)
+            if k >= 0
+            else builtins.min(shape[0] + k, shape[1]),
+        )
+    )
     return (i, i + k) if k >= 0 else (i - k, i)
 
 
@@ -1174,8 +1184,10 @@ def _einsum_pair(a, sa, b, sb, rest):
             (tuple(sa.index(c) for c in batch), tuple(sb.index(c) for c in batch)),
         ),
     )
-    spec = "".join(batch) + "".join(c for c in sa if c not in shared) + "".join(
-        c for c in sb if c not in shared
+    spec = (
+        "".join(batch)
+        + "".join(c for c in sa if c not in shared)
+        + "".join(c for c in sb if c not in shared)
     )
     return out, spec
 
@@ -1334,15 +1346,17 @@ def _expand_index(idx, ndim):
     elif n_real < ndim:
         out += [builtins.slice(None)] * (ndim - n_real)
     if n_real > ndim:
-        raise IndexError(f"too many indices for array: array is {ndim}-dimensional, "
-                         f"but {n_real} were indexed")
+        raise IndexError(
+            f"too many indices for array: array is {ndim}-dimensional, but {n_real} were indexed"
+        )
     return tuple(out)
 
 
 def _is_basic(idx) -> bool:
     return builtins.all(
-        c is None or isinstance(c, builtins.slice) or (isinstance(c, int | np.integer)
-                                                        and not isinstance(c, bool))
+        c is None
+        or isinstance(c, builtins.slice)
+        or (isinstance(c, int | np.integer) and not isinstance(c, bool))
         for c in idx
     )
 
@@ -1421,8 +1435,10 @@ def _traced_positions(shape, idx):
         c = idx[d]
         if isinstance(c, np.ndarray) and c.dtype == np.bool_:
             raise IndexError("fgrad: boolean masks cannot be mixed with traced index arrays")
-        adv_vals[d] = _normalize_traced_index(_arr(c) if not isinstance(c, int | np.integer)
-                                              else Array(np.asarray(c, np.int32)), shape[d])
+        adv_vals[d] = _normalize_traced_index(
+            _arr(c) if not isinstance(c, int | np.integer) else Array(np.asarray(c, np.int32)),
+            shape[d],
+        )
     bshape = np.broadcast_shapes(*[tuple(adv_vals[d].shape) for d in adv])
     contiguous = adv == list(range(adv[0], adv[-1] + 1))
     slice_dims = [d for d in range(len(shape)) if d not in adv]
@@ -1515,8 +1531,10 @@ class _IndexUpdateRef:
         if isinstance(idx, Tracer | Array) and np.issubdtype(idx.dtype, np.integer):
             # Leading-axis update: rows of x at idx.
             ishape = tuple(idx.shape) + tuple(x.shape[1:])
-            vals = broadcast_to(asarray(values, x.dtype) if _is_python_scalar(values)
-                                else values.astype(x.dtype), ishape)
+            vals = broadcast_to(
+                asarray(values, x.dtype) if _is_python_scalar(values) else values.astype(x.dtype),
+                ishape,
+            )
             return _ix.scatter(x, idx, vals, mode)
         positions = _index_positions(tuple(x.shape), _expand_index(idx, x.ndim))
         vals = values if not _is_python_scalar(values) else asarray(values, x.dtype)

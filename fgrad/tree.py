@@ -254,9 +254,7 @@ def _register_builtins() -> None:
         flatten=odict_flatten,
         unflatten=lambda keys, children: collections.OrderedDict(zip(keys, children)),
         flatten_with_keys=odict_flatten_with_keys,
-        format=lambda t, keys, strs: (
-            "OrderedDict(" + _format_dict_items(keys, strs) + ")"
-        ),
+        format=lambda t, keys, strs: "OrderedDict(" + _format_dict_items(keys, strs) + ")",
     )
 
     # aux = (default_factory, sorted keys)
@@ -270,9 +268,7 @@ def _register_builtins() -> None:
 
     _REGISTRY[collections.defaultdict] = _NodeKind(
         flatten=ddict_flatten,
-        unflatten=lambda aux, children: collections.defaultdict(
-            aux[0], zip(aux[1], children)
-        ),
+        unflatten=lambda aux, children: collections.defaultdict(aux[0], zip(aux[1], children)),
         flatten_with_keys=ddict_flatten_with_keys,
         format=lambda t, aux, strs: (
             f"defaultdict({aux[0]!r}, " + _format_dict_items(aux[1], strs) + ")"
@@ -316,8 +312,7 @@ def register_pytree_node(
     nodetype: type,
     flatten_func: Callable[[Any], tuple[Iterable[Any], Any]],
     unflatten_func: Callable[[Any, Iterable[Any]], Any],
-    flatten_with_keys_func: Callable[[Any], tuple[Iterable[tuple[Any, Any]], Any]]
-    | None = None,
+    flatten_with_keys_func: Callable[[Any], tuple[Iterable[tuple[Any, Any]], Any]] | None = None,
 ) -> None:
     """Registers ``nodetype`` as a pytree node, so its children become subtrees.
 
@@ -349,9 +344,7 @@ def register_pytree_node(
         [1, 2, 3]
     """
     if nodetype in _REGISTRY:
-        raise ValueError(
-            f"pytree node type {nodetype.__qualname__} is already registered"
-        )
+        raise ValueError(f"pytree node type {nodetype.__qualname__} is already registered")
     if flatten_with_keys_func is None:
 
         def flatten_with_keys_func(x):
@@ -442,9 +435,7 @@ def register_dataclass(
             )
 
     def flatten_func(x):
-        return [getattr(x, n) for n in data_fields], tuple(
-            getattr(x, n) for n in meta_fields
-        )
+        return [getattr(x, n) for n in data_fields], tuple(getattr(x, n) for n in meta_fields)
 
     def flatten_with_keys_func(x):
         return [(GetAttrKey(n), getattr(x, n)) for n in data_fields], tuple(
@@ -452,9 +443,7 @@ def register_dataclass(
         )
 
     def unflatten_func(meta, children):
-        return nodetype(
-            **dict(zip(data_fields, children)), **dict(zip(meta_fields, meta))
-        )
+        return nodetype(**dict(zip(data_fields, children)), **dict(zip(meta_fields, meta)))
 
     def format_func(t, meta, strs):
         parts = [f"{n}={s}" for n, s in zip(data_fields, strs)]
@@ -680,9 +669,7 @@ def _unflatten(spec: Any, leaves: Any) -> Any:
     return kind.unflatten(aux, children)
 
 
-def _flatten_with_path(
-    x: Any, is_leaf: IsLeaf, path: tuple, out: list[tuple[KeyPath, Any]]
-) -> Any:
+def _flatten_with_path(x: Any, is_leaf: IsLeaf, path: tuple, out: list[tuple[KeyPath, Any]]) -> Any:
     """Appends ``(key_path, leaf)`` pairs of ``x`` to ``out`` and returns its spec."""
     if is_leaf is not None and is_leaf(x):
         out.append((path, x))
@@ -696,9 +683,7 @@ def _flatten_with_path(
     return (
         t,
         aux,
-        tuple(
-            [_flatten_with_path(c, is_leaf, (*path, k), out) for k, c in keyed_children]
-        ),
+        tuple([_flatten_with_path(c, is_leaf, (*path, k), out) for k, c in keyed_children]),
     )
 
 
@@ -744,9 +729,7 @@ def _describe_node(node_type: type, aux: Any, num_children: int) -> str:
         return f"{node_type.__name__} of length {num_children}"
     if _REGISTRY.get(node_type) is None:  # namedtuple
         return f"namedtuple {node_type.__name__}"
-    return (
-        f"{node_type.__name__} node with {num_children} children and aux data {aux!r}"
-    )
+    return f"{node_type.__name__} node with {num_children} children and aux data {aux!r}"
 
 
 def _describe_value(x: Any) -> str:
@@ -782,9 +765,7 @@ def _flatten_up_to(spec: Any, x: Any, out: list) -> None:
     node_type, aux, child_specs = spec
     t = type(x)
     if t is not node_type:
-        raise _Mismatch(
-            _describe_node(node_type, aux, len(child_specs)), _describe_value(x)
-        )
+        raise _Mismatch(_describe_node(node_type, aux, len(child_specs)), _describe_value(x))
     if t is list or t is tuple:
         children, x_aux = x, None
     else:
@@ -895,9 +876,7 @@ def tree_structure(tree: PyTree, is_leaf: IsLeaf = None) -> PyTreeDef:
     return tree_flatten(tree, is_leaf)[1]
 
 
-def tree_map(
-    f: Callable[..., Any], tree: PyTree, *rest: PyTree, is_leaf: IsLeaf = None
-) -> PyTree:
+def tree_map(f: Callable[..., Any], tree: PyTree, *rest: PyTree, is_leaf: IsLeaf = None) -> PyTree:
     """Applies ``f`` to every leaf of ``tree`` (and matching parts of ``rest``).
 
     ``tree`` fixes the structure: for each of its leaves, ``f`` receives that
@@ -982,9 +961,7 @@ def tree_flatten_with_path(
     return pairs, PyTreeDef(spec, len(pairs))
 
 
-def tree_leaves_with_path(
-    tree: PyTree, is_leaf: IsLeaf = None
-) -> list[tuple[KeyPath, Any]]:
+def tree_leaves_with_path(tree: PyTree, is_leaf: IsLeaf = None) -> list[tuple[KeyPath, Any]]:
     """Returns ``(key_path, leaf)`` pairs of a pytree, in flattening order.
 
     Args:
@@ -1106,11 +1083,9 @@ def tree_transpose(
     """
     subtrees = outer_treedef.flatten_up_to(pytree_to_transpose)
     if inner_treedef is None:
-        inner_treedef = (
-            tree_structure(subtrees[0]) if subtrees else tree_structure(None)
-        )
+        inner_treedef = tree_structure(subtrees[0]) if subtrees else tree_structure(None)
     inner_leaves = [inner_treedef.flatten_up_to(s) for s in subtrees]
-    for s, inner in zip(subtrees, inner_leaves):
+    for s in subtrees:
         if tree_structure(s) != inner_treedef:
             raise ValueError(
                 f"tree_transpose: expected inner structure {inner_treedef!r}, "

@@ -1,7 +1,6 @@
 """Determinism (same seed -> same bits, across processes) and bounded memory."""
 
 import gc
-import hashlib
 import subprocess
 import sys
 import textwrap
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 import fgrad
-import fgrad.numpy as fnp
 from fgrad import random
 
 TRAIN = textwrap.dedent(
@@ -73,8 +71,13 @@ def test_same_seed_gives_bit_identical_params_in_process_and_across_processes(mo
     b, _ = train(mode)
     assert digest(a) == digest(b)
     script = TRAIN + f"\nprint(digest(train({mode!r})[0]))\n"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300, check=True).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert out == digest(a)
 
 

@@ -15,8 +15,15 @@ import fgrad
 import fgrad.numpy as fnp
 
 DTYPES = [np.float32, np.float64, np.int32, np.bool_]
-INTERNAL = (AttributeError, KeyError, AssertionError, NotImplementedError, RecursionError,
-            UnboundLocalError, NameError)
+INTERNAL = (
+    AttributeError,
+    KeyError,
+    AssertionError,
+    NotImplementedError,
+    RecursionError,
+    UnboundLocalError,
+    NameError,
+)
 
 UNARY = {
     "negative": (fnp.negative, np.negative),
@@ -30,7 +37,10 @@ UNARY = {
     "sum0": (lambda x: fnp.sum(x, axis=0), lambda x: np.sum(x, axis=0)),
     "mean-1": (lambda x: fnp.mean(x, axis=-1), lambda x: np.mean(x, axis=-1)),
     "max": (lambda x: fnp.max(x), lambda x: np.max(x)),
-    "min0k": (lambda x: fnp.min(x, axis=0, keepdims=True), lambda x: np.min(x, axis=0, keepdims=True)),
+    "min0k": (
+        lambda x: fnp.min(x, axis=0, keepdims=True),
+        lambda x: np.min(x, axis=0, keepdims=True),
+    ),
     "cumsum": (lambda x: fnp.cumsum(x), lambda x: np.cumsum(x)),
     "argmax": (lambda x: fnp.argmax(x), lambda x: np.argmax(x)),
     "sort": (lambda x: fnp.sort(x), lambda x: np.sort(x)),
@@ -70,8 +80,9 @@ def programs(draw):
             steps.append(("u", draw(st.sampled_from(sorted(UNARY)))))
         else:
             kind = draw(st.sampled_from(["same", "row", "scalar", "pyfloat", "pyint", "bad"]))
-            steps.append(("b", draw(st.sampled_from(sorted(BINARY))), kind,
-                          draw(st.sampled_from(DTYPES))))
+            steps.append(
+                ("b", draw(st.sampled_from(sorted(BINARY))), kind, draw(st.sampled_from(DTYPES)))
+            )
     seed = draw(st.integers(0, 2**16))
     return dtype, shape, steps, seed
 
@@ -126,14 +137,18 @@ def test_random_operation_chains_match_numpy_or_fail_cleanly(program):
     try:
         got = _run(steps, fnp.asarray(base), seed + 1, "fgrad")
     except INTERNAL as e:
-        pytest.fail(f"internal error {type(e).__name__}: {e} for {steps} on {dtype.__name__}{shape}")
+        pytest.fail(
+            f"internal error {type(e).__name__}: {e} for {steps} on {dtype.__name__}{shape}"
+        )
     except Exception as e:
         # Where NumPy also refuses, any clear error will do; where NumPy has a result
         # (e.g. its legacy axis=0 on 0-d arrays), fgrad may refuse only with its own
         # FgradTypeError, which names the operation, the shapes and the user's line.
         if np_error is None and not isinstance(e, fgrad.FgradTypeError):
-            pytest.fail(f"fgrad raised {type(e).__name__}: {e} where NumPy gave a result, "
-                        f"for {steps} on {np.dtype(dtype).name}{shape}")
+            pytest.fail(
+                f"fgrad raised {type(e).__name__}: {e} where NumPy gave a result, "
+                f"for {steps} on {np.dtype(dtype).name}{shape}"
+            )
         assert str(e), "errors must carry a message"
         return
     if np_error is not None:
@@ -145,7 +160,9 @@ def test_random_operation_chains_match_numpy_or_fail_cleanly(program):
         # Indices are int32, as in JAX (NumPy uses its 64-bit intp); what is computed
         # from them may then be int32 where NumPy has int64.
         assert got.dtype == expected.dtype or (got.dtype, expected.dtype) == (
-            np.dtype(np.int32), np.dtype(np.int64)), (steps, got.dtype, expected.dtype)
+            np.dtype(np.int32),
+            np.dtype(np.int64),
+        ), (steps, got.dtype, expected.dtype)
     else:
         assert got.dtype == expected.dtype, (steps, got.dtype, expected.dtype)
     if np.issubdtype(expected.dtype, np.floating):

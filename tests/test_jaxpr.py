@@ -4,7 +4,6 @@ import re
 import textwrap
 
 import numpy as np
-import pytest
 
 import fgrad
 import fgrad.numpy as fnp

@@ -137,9 +137,7 @@ def test_dict_children_sorted_and_rebuilt_sorted():
     assert leaves == [1, 2, 3]
     out = treedef.unflatten(leaves)
     assert list(out) == ["a", "b", "c"]
-    assert tree.tree_structure({"a": 0, "b": 0}) == tree.tree_structure(
-        {"b": 0, "a": 0}
-    )
+    assert tree.tree_structure({"a": 0, "b": 0}) == tree.tree_structure({"b": 0, "a": 0})
 
 
 def test_ordered_dict_keeps_insertion_order():
@@ -173,9 +171,7 @@ def test_is_leaf_makes_none_a_leaf():
     leaves, treedef = tree.tree_flatten([None, 1], is_leaf=lambda x: x is None)
     assert leaves == [None, 1]
     assert treedef.num_leaves == 2
-    out = tree.tree_map(
-        lambda x: "n" if x is None else x, [None, 1], is_leaf=lambda x: x is None
-    )
+    out = tree.tree_map(lambda x: "n" if x is None else x, [None, 1], is_leaf=lambda x: x is None)
     assert out == ["n", 1]
 
 
@@ -186,9 +182,10 @@ def test_is_leaf_checked_before_node_lookup():
         return isinstance(x, tuple)
 
     assert tree.tree_leaves(t, is_leaf=is_pair) == [(1, 2), 3, (4, 5)]
-    assert tree.tree_map(
-        lambda x: sum(x) if is_pair(x) else -x, t, is_leaf=is_pair
-    ) == {"a": 3, "b": [-3, 9]}
+    assert tree.tree_map(lambda x: sum(x) if is_pair(x) else -x, t, is_leaf=is_pair) == {
+        "a": 3,
+        "b": [-3, 9],
+    }
     # Applies to the root too.
     assert tree.tree_leaves((1, 2), is_leaf=is_pair) == [(1, 2)]
 
@@ -208,9 +205,7 @@ def test_tree_map_over_several_trees():
 
 def test_tree_map_first_tree_is_prefix():
     # A leaf of the first tree receives the whole matching subtree of the others.
-    out = tree.tree_map(
-        lambda x, sub: (x, sub), {"a": 1, "b": 2}, {"a": [1, 2], "b": None}
-    )
+    out = tree.tree_map(lambda x, sub: (x, sub), {"a": 1, "b": 2}, {"a": [1, 2], "b": None})
     assert out == {"a": (1, [1, 2]), "b": (2, None)}
 
 
@@ -284,12 +279,8 @@ def test_treedef_equality_and_hash():
 
 
 def test_treedef_aux_data_is_part_of_equality():
-    assert tree.tree_structure(Pair(1, 2, tag="a")) != tree.tree_structure(
-        Pair(1, 2, tag="b")
-    )
-    assert tree.tree_structure(Pair(1, 2, tag="a")) == tree.tree_structure(
-        Pair(3, 4, tag="a")
-    )
+    assert tree.tree_structure(Pair(1, 2, tag="a")) != tree.tree_structure(Pair(1, 2, tag="b"))
+    assert tree.tree_structure(Pair(1, 2, tag="a")) == tree.tree_structure(Pair(3, 4, tag="a"))
     assert tree.tree_structure(Point(1, 2)) != tree.tree_structure((1, 2))
 
 
@@ -357,14 +348,8 @@ def test_treedef_properties_and_repr():
     assert [c.num_leaves for c in treedef.children()] == [1, 2, 1, 0]
     assert treedef.node_data()[0] is dict
     assert repr(tree.tree_structure(Point(1, 2))) == "PyTreeDef(Point(x=*, y=*))"
-    assert (
-        repr(tree.tree_structure(Dense(1, 2)))
-        == "PyTreeDef(Dense(w=*, b=*, act='relu'))"
-    )
-    assert (
-        repr(tree.tree_structure(Pair(1, 2)))
-        == "PyTreeDef(CustomNode(Pair['t'], [*, *]))"
-    )
+    assert repr(tree.tree_structure(Dense(1, 2))) == "PyTreeDef(Dense(w=*, b=*, act='relu'))"
+    assert repr(tree.tree_structure(Pair(1, 2))) == "PyTreeDef(CustomNode(Pair['t'], [*, *]))"
     assert repr(tree.tree_structure(5)) == "PyTreeDef(*)"
 
 
@@ -409,13 +394,9 @@ def test_tree_map_mismatch_first_differing_path():
 
 
 def test_tree_map_mismatch_types_lengths_and_none():
-    with pytest.raises(
-        ValueError, match=r"at \[1\]: .*list of length 2.*list of length 3"
-    ):
+    with pytest.raises(ValueError, match=r"at \[1\]: .*list of length 2.*list of length 3"):
         tree.tree_map(lambda x, y: x, (0, [1, 2]), (0, [1, 2, 3]))
-    with pytest.raises(
-        ValueError, match=r"at \[0\]: .*list of length 1.*tuple of length 1"
-    ):
+    with pytest.raises(ValueError, match=r"at \[0\]: .*list of length 1.*tuple of length 1"):
         tree.tree_map(lambda x, y: x, [[1]], [(1,)])
     with pytest.raises(ValueError, match=r"at the root: .*None.*leaf of type int"):
         tree.tree_map(lambda x, y: x, None, 3)

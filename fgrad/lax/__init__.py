@@ -104,4 +104,3 @@ from fgrad.lax.windows import (
     reduce_window_sum,
     reduce_window_sum_p,
 )
-

@@ -539,8 +539,9 @@ def map(f: Callable, xs):  # noqa: A001 - jax.lax.map
 def _body_vmap(jaxpr: Jaxpr, in_axes, size: int):
     from fgrad.batching import vmap
 
-    return vmap(lambda *a: _run_jaxpr(jaxpr, *a), in_axes=tuple(in_axes), out_axes=0,
-                axis_size=size)
+    return vmap(
+        lambda *a: _run_jaxpr(jaxpr, *a), in_axes=tuple(in_axes), out_axes=0, axis_size=size
+    )
 
 
 def _front_or_none(x, d):

@@ -318,9 +318,7 @@ def _conv_batch(args, dims, **params):
     if rd is None:
         lhs = moveaxis(lhs, ld, 0)  # (B, N, *spatial, C)
         b, n = lhs.shape[0], lhs.shape[1]
-        out = conv_general_dilated_p.bind(
-            reshape(lhs, (b * n, *lhs.shape[2:])), rhs, **params
-        )
+        out = conv_general_dilated_p.bind(reshape(lhs, (b * n, *lhs.shape[2:])), rhs, **params)
         return reshape(out, (b, n, *out.shape[1:])), 0
     window_and_io = logical_shape(rhs, rd)
     b, (i, o), ns = rhs.shape[rd], window_and_io[-2:], len(window_and_io) - 2

@@ -381,9 +381,7 @@ def _pad_batch(args, dims, *, padding_config):
     # found by padding a mask of the (unbatched) element shape the same way.
     padded = pad_p.bind(x, asarray_operand(0, x.dtype), padding_config=config)
     inner = tuple(x.shape[1:])
-    mask = pad(
-        asarray_operand(np.zeros(inner, dtype=bool)), asarray_operand(True), padding_config
-    )
+    mask = pad(asarray_operand(np.zeros(inner, dtype=bool)), asarray_operand(True), padding_config)
     out_shape = tuple(padded.shape)
     mask = broadcast_in_dim(mask, out_shape, tuple(range(1, len(out_shape))))
     v = broadcast_in_dim(v, out_shape, (0,))

@@ -19,7 +19,6 @@ named_chain, multi_transform), ``schedules`` (schedules, inject_hyperparams),
 ``alias`` (named optimizers), ``lookup`` (name-based state access).
 """
 
-from fgrad.optim.data_parallel import data_parallel
 from fgrad.optim.alias import adadelta, adagrad, adam, adamax, adamw, lamb, nadam, rmsprop, sgd
 from fgrad.optim.base import (
     EmptyState,
@@ -44,6 +43,7 @@ from fgrad.optim.combine import (
     named_chain,
     partition,
 )
+from fgrad.optim.data_parallel import data_parallel
 from fgrad.optim.lookup import (
     get_hyperparam,
     set_hyperparam,

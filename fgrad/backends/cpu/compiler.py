@@ -250,8 +250,12 @@ class Program:
             names[v] = glob(np.asarray(c), "_const")
         from_kernel: set[str] = set()
         largest = max(
-            (v.aval.size for e in jaxpr.eqns for v in list(e.invars) + list(e.outvars)
-             if isinstance(v, Var)),
+            (
+                v.aval.size
+                for e in jaxpr.eqns
+                for v in list(e.invars) + list(e.outvars)
+                if isinstance(v, Var)
+            ),
             default=0,
         )
         self.merged = largest <= MERGE_MAX_ELEMENTS
