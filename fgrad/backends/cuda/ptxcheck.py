@@ -130,7 +130,7 @@ def _assemble(ptxas_bin: str, ptx: str, cc) -> None:
 
 
 class _PtxasTooOld(RuntimeError):
-    pass
+    """The installed ptxas cannot read the PTX version Numba emits."""
 
 
 def main(argv=None) -> int:
