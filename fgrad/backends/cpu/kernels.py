@@ -172,6 +172,76 @@ def _pool(kernel, name):
     return run
 
 
+# ---------------------------------------------------------------- convolution (NHWC/HWIO)
+
+
+def conv_general_dilated(
+    lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count
+):
+    """2-D convolution as one BLAS matmul per kernel tap ("shift and multiply").
+
+    ``out = sum over taps (kh, kw) of x[:, kh*dh + s*i, kw*dw + s*j, :] @ w[kh, kw]``:
+    each tap is a (N*OH*OW, C) @ (C, O) product, so the work goes to BLAS without
+    materialising the whole im2col matrix (the reference kernel's sliding-window
+    tensordot copies KH*KW times the input at once). Other cases (lhs dilation,
+    feature groups, negative padding, other ranks or dtypes) use the reference kernel.
+    """
+    params = dict(
+        window_strides=window_strides,
+        padding=padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        feature_group_count=feature_group_count,
+    )
+    simple = (
+        lhs.ndim == 4
+        and feature_group_count == 1
+        and tuple(lhs_dilation) == (1, 1)
+        and min(p for pair in padding for p in pair) >= 0
+        and lhs.dtype == rhs.dtype
+        and lhs.dtype.type in (np.float32, np.float64)
+        and rhs.shape[0] * rhs.shape[1] <= 1024
+    )
+    if not simple:
+        return reference.run(_prim("conv_general_dilated"), [lhs, rhs], params)[0]
+    (ph0, ph1), (pw0, pw1) = padding
+    x = np.pad(lhs, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0))) if any((ph0, ph1, pw0, pw1)) else lhs
+    n, h, w, c = x.shape
+    kh, kw, _, o = rhs.shape
+    sh, sw = window_strides
+    dh, dw = rhs_dilation
+    oh = (h - ((kh - 1) * dh + 1)) // sh + 1
+    ow = (w - ((kw - 1) * dw + 1)) // sw + 1
+    out = np.zeros((n * max(oh, 0) * max(ow, 0), o), lhs.dtype)
+    if out.size == 0 or c == 0:
+        return out.reshape(n, max(oh, 0), max(ow, 0), o)
+    if oh * ow < kh * kw:
+        # Few output positions, a large kernel (a weight gradient, whose "kernel" is
+        # the cotangent): one matmul per output position over the whole window.
+        kernel = rhs.reshape(kh * kw * c, o)
+        out = out.reshape(n, oh, ow, o)
+        for i in range(oh):
+            for j in range(ow):
+                window = x[
+                    :,
+                    i * sh : i * sh + (kh - 1) * dh + 1 : dh,
+                    j * sw : j * sw + (kw - 1) * dw + 1 : dw,
+                    :,
+                ]
+                out[:, i, j, :] = np.ascontiguousarray(window).reshape(n, -1) @ kernel
+        return out
+    for a in range(kh):
+        for b in range(kw):
+            tap = x[
+                :,
+                a * dh : a * dh + sh * (oh - 1) + 1 : sh,
+                b * dw : b * dw + sw * (ow - 1) + 1 : sw,
+                :,
+            ]
+            out += np.ascontiguousarray(tap).reshape(-1, c) @ rhs[a, b]
+    return out.reshape(n, oh, ow, o)
+
+
 def _prim(name):
     from fgrad.core import primitives
 
@@ -179,6 +249,7 @@ def _prim(name):
 
 
 KERNELS = {
+    "conv_general_dilated": conv_general_dilated,
     "scatter": scatter,
     "reduce_window_max": _pool(_pool_max, "reduce_window_max"),
     "reduce_window_sum": _pool(_pool_sum, "reduce_window_sum"),
