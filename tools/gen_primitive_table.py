@@ -24,6 +24,7 @@ DOC_PATH = os.path.join(ROOT, "docs", "primitives.md")
 
 # Optional backends whose import needs extra hardware or packages (their kernels are
 # still listed, through ``_kernel_names``, when they import).
+# The CUDA backend is read for its kernel tables, not imported as part of the sweep.
 SKIP_PREFIXES = ("fgrad.backends.cuda",)
 
 
@@ -72,7 +73,13 @@ def _kernel_names(module: str, table: str = "KERNELS") -> set[str] | None:
         return None
 
 
+#: CPU kernels that call BLAS through NumPy rather than running Numba loops.
+_BLAS_KERNELS = {"conv_general_dilated"}
+
+
 def _cpu_kernel(name: str, kernels: set[str], fused: set[str]) -> str:
+    if name in _BLAS_KERNELS and name in kernels:
+        return "BLAS (NumPy)"
     if name in kernels:
         return "Numba"
     if name in fused:
@@ -85,7 +92,9 @@ def render() -> str:
     prims = fgrad_primitives()
     cpu = _kernel_names("fgrad.backends.cpu") or set()
     fused = _kernel_names("fgrad.backends.cpu.emit", "EMITTERS") or set()
-    cuda = _kernel_names("fgrad.backends.cuda")
+    cuda = (_kernel_names("fgrad.backends.cuda.kernels", "LOWERINGS") or set()) | (
+        _kernel_names("fgrad.backends.cuda.emit", "EMITTERS") or set()
+    )
 
     def has(rule) -> str:
         return "yes" if rule is not None else "**missing**"
@@ -119,7 +128,8 @@ def render() -> str:
         "`fgrad.backends.cpu.KERNELS` has a compiled kernel (eager and under `jit`);",
         "`Numba (fused, under jit)` when the CPU compiler fuses it into generated loops",
         "(`fgrad.backends.cpu.emit.EMITTERS`) while eager calls use NumPy; otherwise the",
-        "NumPy reference runs. *CUDA kernel* comes from `fgrad.backends.cuda.KERNELS`.",
+        "NumPy reference runs. *CUDA kernel*: `numba.cuda` when `fgrad.backends.cuda` lowers it",
+        "to a device kernel (its `LOWERINGS` or fused `EMITTERS`); otherwise it runs on the host.",
         "Integer-valued primitives (comparisons, argmax, ...) are not differentiable, so they",
         "have no VJP or JVP. `tests/test_primitives.py` checks every rule listed here against",
         "finite differences, the backends against the reference, and JAX where it has a",
