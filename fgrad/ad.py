@@ -54,15 +54,11 @@ def _to_operand(x: Any) -> Any:
 
 
 def _zeros_like(x: Any) -> Any:
-    from fgrad.lax.utils import asarray_operand
-
-    return lax.broadcast_in_dim(asarray_operand(0, x.dtype), tuple(x.shape), ())
+    return lax.full(x.shape, 0, x.dtype)
 
 
 def _ones_like(x: Any) -> Any:
-    from fgrad.lax.utils import asarray_operand
-
-    return lax.broadcast_in_dim(asarray_operand(1, x.dtype), tuple(x.shape), ())
+    return lax.full(x.shape, 1, x.dtype)
 
 
 def _argnums_tuple(argnums) -> tuple[int, ...]:

@@ -91,11 +91,13 @@ from fgrad.lax.shapes import (
     dynamic_slice,
     dynamic_update_slice,
     expand_dims,
+    full,
     pad,
     reshape,
     slice,
     squeeze,
     transpose,
+    zeros_like_array,
 )
 from fgrad.lax.windows import (
     reduce_window,

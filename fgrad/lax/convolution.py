@@ -33,7 +33,7 @@ import numpy as np
 from fgrad.core import FgradTypeError, Primitive, ShapedArray, user_frame
 from fgrad.lax.elementwise import add, convert_element_type
 from fgrad.lax.indexing import gather
-from fgrad.lax.shapes import broadcast_in_dim, reshape, slice, transpose
+from fgrad.lax.shapes import full, reshape, slice, transpose
 from fgrad.lax.utils import asarray_operand, check_same_dtypes
 
 # ---------------------------------------------------------------- shared shape helpers
@@ -94,10 +94,6 @@ def _pad_np(x: np.ndarray, pads, dilation, value, axes) -> np.ndarray:
         widths[a] = (max(lo, 0), max(hi, 0))
         crop[a] = np.s_[max(-lo, 0) : shape[a] + max(lo, 0) + max(hi, 0) - max(-hi, 0)]
     return np.pad(out, widths, constant_values=value)[tuple(crop)]
-
-
-def _zeros(shape, dtype):
-    return broadcast_in_dim(asarray_operand(0, dtype), tuple(shape), ())
 
 
 def _flip(x, axes: Sequence[int]):
@@ -286,7 +282,7 @@ def _conv_vjp(
     ct, lhs, rhs, *, out, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count
 ):
     if 0 in tuple(ct.shape) or 0 in tuple(lhs.shape) or 0 in tuple(rhs.shape):
-        return _zeros(lhs.shape, ct.dtype), _zeros(rhs.shape, ct.dtype)
+        return full(lhs.shape, 0, ct.dtype), full(rhs.shape, 0, ct.dtype)
     args = (ct, lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation)
     return (
         _conv_lhs_cotangent(*args, feature_group_count),

@@ -58,7 +58,7 @@ def _clamped(idx, n: int):
 # with the raw index would drop out-of-range ones).
 gather_p.def_vjp(
     lambda ct, x, idx, *, out: (
-        scatter_add(_zeros(x.shape, ct.dtype), _clamped(idx, x.shape[0]), ct),
+        scatter_add(_full(x.shape, 0, ct.dtype), _clamped(idx, x.shape[0]), ct),
         None,
     )
 )
@@ -120,12 +120,6 @@ def gather(operand, indices):
     return gather_p.bind(asarray_operand(operand), asarray_operand(indices))
 
 
-def _zeros(shape, dtype):
-    from fgrad.lax.shapes import broadcast_in_dim
-
-    return broadcast_in_dim(asarray_operand(0, dtype), tuple(shape), ())
-
-
 # ---------------------------------------------------------------- scatter
 
 scatter_p = Primitive("scatter")
@@ -173,7 +167,7 @@ def _gather_kept(v, idx):
     g = gather(v, idx)
     kept = ew.bitwise_and(ew.ge(idx, -n), ew.lt(idx, n))
     kept = broadcast_in_dim(kept, tuple(g.shape), tuple(range(len(idx.shape))))
-    return ew.select_n(kept, _zeros(g.shape, g.dtype), g)
+    return ew.select_n(kept, _full(g.shape, 0, g.dtype), g)
 
 
 def _chooser_weights(x, idx, u, out):
@@ -181,7 +175,7 @@ def _chooser_weights(x, idx, u, out):
     number of such contributors per entry; ties share the derivative (JAX's rule)."""
     x_won = convert_element_type(eq(x, out), out.dtype)
     u_won = convert_element_type(eq(u, gather(out, idx)), out.dtype)
-    count = x_won + scatter_add(_zeros(x.shape, out.dtype), idx, u_won)  # drops as forward
+    count = x_won + scatter_add(_full(x.shape, 0, out.dtype), idx, u_won)  # drops as forward
     return x_won, u_won, count
 
 
@@ -190,7 +184,7 @@ def _scatter_vjp(ct, x, idx, u, *, out, mode):
     if mode == "add":
         return ct, None, _gather_kept(ct, idx)
     if mode == "set":
-        ct_x = scatter(ct, idx, _zeros(u.shape, ct.dtype), "set")
+        ct_x = scatter(ct, idx, _full(u.shape, 0, ct.dtype), "set")
         return ct_x, None, _gather_kept(ct, idx)
     if mode == "mul":
         # Exact for unique indices: out[i] = x[i] * u, so d/du = x[i], d/dx = u.
@@ -206,14 +200,14 @@ def _scatter_jvp(ts, x, idx, u, *, out, mode):
     tx, tu = ts[0], ts[2]
     if tx is None and tu is None:
         return None
-    tx = _zeros(x.shape, out.dtype) if tx is None else tx
-    tu = _zeros(u.shape, out.dtype) if tu is None else tu
+    tx = _full(x.shape, 0, out.dtype) if tx is None else tx
+    tu = _full(u.shape, 0, out.dtype) if tu is None else tu
     if mode in ("add", "set"):
         return scatter(tx, idx, tu, mode)
     if mode == "mul":
         # d(x_i * u) = tx_i * u + x_i * tu, written as scatter of the full differential.
         return scatter(tx, idx, u, "mul") + scatter(
-            _zeros(x.shape, out.dtype), idx, gather(x, idx) * tu, "add"
+            _full(x.shape, 0, out.dtype), idx, gather(x, idx) * tu, "add"
         )
     if not is_float_dtype(out.dtype):
         return tx
@@ -254,3 +248,10 @@ def scatter(operand, indices, updates, mode: str = "set"):
 def scatter_add(operand, indices, updates):
     """Add ``updates`` into ``operand`` at ``indices`` (duplicates accumulate)."""
     return scatter(operand, indices, updates, "add")
+
+
+def _full(shape, fill_value, dtype):
+    # shapes imports this module's primitives, so its helper is imported on call.
+    from fgrad.lax.shapes import full
+
+    return full(shape, fill_value, dtype)

@@ -92,6 +92,24 @@ def broadcast_in_dim(operand, shape: Sequence[int], broadcast_dimensions: Sequen
     return broadcast_in_dim_p.bind(operand, shape=shape, broadcast_dimensions=dims)
 
 
+def full(shape: Sequence[int], fill_value, dtype=None):
+    """An array of ``shape`` filled with ``fill_value`` (``jax.lax.full``).
+
+    One ``broadcast_in_dim`` of a scalar, so under a trace it is a single equation.
+    """
+    value = asarray_operand(fill_value, dtype)
+    if dtype is not None and value.dtype != np.dtype(dtype):
+        from fgrad.lax.elementwise import convert_element_type
+
+        value = convert_element_type(value, dtype)
+    return broadcast_in_dim(value, tuple(int(d) for d in shape), ())
+
+
+def zeros_like_array(x):
+    """Zeros with ``x``'s shape and dtype (``jax.lax.zeros_like_array``)."""
+    return full(x.shape, 0, x.dtype)
+
+
 def broadcast(operand, sizes: Sequence[int]):
     """Add leading axes of ``sizes`` (``jax.lax.broadcast``)."""
     operand = asarray_operand(operand)
@@ -496,7 +514,7 @@ def _dynamic_slice_impl(x, *idx, slice_sizes):
 
 @dynamic_slice_p.def_vjp
 def _dynamic_slice_vjp(ct, x, *idx, out, slice_sizes):
-    zeros = broadcast_in_dim(asarray_operand(0, ct.dtype), tuple(x.shape), ())
+    zeros = full(x.shape, 0, ct.dtype)
     return (dynamic_update_slice(zeros, ct, idx),) + (None,) * len(idx)
 
 
@@ -604,7 +622,7 @@ def _dus_impl(x, update, *idx):
 
 @dynamic_update_slice_p.def_vjp
 def _dus_vjp(ct, x, update, *idx, out):
-    zeros = broadcast_in_dim(asarray_operand(0, ct.dtype), tuple(update.shape), ())
+    zeros = full(update.shape, 0, ct.dtype)
     ct_x = dynamic_update_slice(ct, zeros, idx)
     ct_update = dynamic_slice(ct, idx, tuple(update.shape))
     return (ct_x, ct_update) + (None,) * len(idx)

@@ -27,7 +27,7 @@ from fgrad.lax.convolution import _pad_np, padtype_to_pads, stride_dim
 from fgrad.lax.elementwise import add, stop_gradient
 from fgrad.lax.indexing import gather, scatter_add
 from fgrad.lax.reductions import argmax
-from fgrad.lax.shapes import broadcast_in_dim, pad, reshape
+from fgrad.lax.shapes import full, pad, reshape
 from fgrad.lax.utils import asarray_operand
 
 
@@ -39,10 +39,6 @@ def _lowest(dtype: np.dtype):
     if np.issubdtype(dtype, np.integer):
         return np.iinfo(dtype).min
     return False
-
-
-def _zeros(shape, dtype):
-    return broadcast_in_dim(asarray_operand(0, dtype), tuple(shape), ())
 
 
 def _window_shape(x: ShapedArray, *, window_dimensions, window_strides, padding) -> ShapedArray:
@@ -102,7 +98,7 @@ reduce_window_sum_p.def_impl(_window_impl(np.sum, lambda dtype: 0))
 def _reduce_window_sum_vjp(ct, x, *, out, window_dimensions, window_strides, padding):
     nd = len(x.shape)
     if 0 in tuple(ct.shape) or 0 in tuple(x.shape):
-        return (_zeros(x.shape, ct.dtype),)
+        return (full(x.shape, 0, ct.dtype),)
     # Input position p receives ct[o] from every window o*s <= p' < o*s + w of the padded
     # operand: a stride-1 window sum over ct dilated by s and padded by w - 1 on each
     # side, with the forward padding cropped off again.
@@ -204,12 +200,12 @@ def _argmax_positions(x, window_dimensions, window_strides, padding):
 @reduce_window_max_p.def_vjp
 def _reduce_window_max_vjp(ct, x, *, out, window_dimensions, window_strides, padding):
     if 0 in tuple(ct.shape) or 0 in tuple(x.shape):
-        return (_zeros(x.shape, ct.dtype),)
+        return (full(x.shape, 0, ct.dtype),)
     positions, padded_shape, config = _argmax_positions(
         x, window_dimensions, window_strides, padding
     )
     size = int(np.prod(padded_shape))
-    spread = scatter_add(_zeros((size,), ct.dtype), positions, ct)
+    spread = scatter_add(full((size,), 0, ct.dtype), positions, ct)
     unpadded = pad(reshape(spread, padded_shape), 0, [(-lo, -hi, 0) for lo, hi, _ in config])
     return (unpadded,)
 
@@ -219,7 +215,7 @@ def _reduce_window_max_jvp(ts, x, *, out, window_dimensions, window_strides, pad
     if ts[0] is None:
         return None
     if 0 in tuple(out.shape) or 0 in tuple(x.shape):
-        return _zeros(out.shape, out.dtype)
+        return full(out.shape, 0, out.dtype)
     positions, padded_shape, config = _argmax_positions(
         x, window_dimensions, window_strides, padding
     )
