@@ -104,6 +104,7 @@ class JittedFunction:
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
         vals = []
         sig = []
+        data_backend = None  # computation follows data: a device buffer picks its backend
         for x in leaves:
             if type(x) is Array:
                 v = x._v
@@ -112,9 +113,11 @@ class JittedFunction:
                 return self.fun(*args, **kwargs)
             else:
                 v = _leaf_value(x)
+            if data_backend is None and type(v) is not np.ndarray:
+                data_backend = v.fgrad_backend
             vals.append(v)
             sig.append((v.shape, v.dtype.num))
-        backend = self.backend or _data_backend(vals) or config.default_backend
+        backend = self.backend or data_backend or config.default_backend
         key = (in_tree, tuple(sig), static_key, backend)
         entry = self._cache.get(key)
         if entry is None:
@@ -256,14 +259,6 @@ def _wrap(v) -> Array:
         v.flags.writeable = False
     a._v = v
     return a
-
-
-def _data_backend(vals) -> str | None:
-    """The backend owning the first device-resident argument (computation follows data)."""
-    for v in vals:
-        if type(v) is not np.ndarray:
-            return v.fgrad_backend
-    return None
 
 
 def _describe_change(prev: _Signature, new: _Signature) -> str:
