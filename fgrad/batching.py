@@ -31,7 +31,7 @@ from fgrad.core import (
     ShapedArray,
     Trace,
     Tracer,
-    _as_array,
+    asarray_operand,
     get_aval,
     new_main,
     user_frame,
@@ -76,7 +76,7 @@ class BatchTrace(Trace):
 
     def pure(self, val: Any) -> BatchTracer:
         if not isinstance(val, Array | Tracer):
-            val = _as_array(val)
+            val = asarray_operand(val)
         return BatchTracer(self, val, None, "constant")
 
     def lift(self, val: Tracer) -> BatchTracer:

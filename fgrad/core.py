@@ -892,11 +892,11 @@ class JaxprTrace(Trace):
         if t is not None and builder.const_vals.get(key) is val:
             return t
         if not isinstance(val, Array | Tracer):
-            val = _as_array(val)
+            val = asarray_operand(val)
         aval = get_aval(val)
         t = JaxprTracer(self, aval, val if builder.concrete else _const_val(val), "constant")
         if aval.shape == () and not isinstance(val, Tracer):
-            atom = Literal(val if isinstance(val, Array) else _as_array(val), aval)
+            atom = Literal(asarray_operand(val), aval)
             builder.tracer_to_var[id(t)] = atom
         else:
             var = builder.add_var(t)
@@ -1008,16 +1008,14 @@ def make_jaxpr(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable:
     def make(*args, **kwargs):
         dyn = [a for i, a in enumerate(args) if i not in static]
         flat, in_tree = tree_util.tree_flatten(dyn)
-        flat = [x if isinstance(x, Array | Tracer) else _as_array(x) for x in flat]
+        flat = [asarray_operand(x) for x in flat]
         avals = [get_aval(x) for x in flat]
 
         def flat_fun(*xs):
             it = iter(tree_util.tree_unflatten(in_tree, list(xs)))
             full = [a if i in static else next(it) for i, a in enumerate(args)]
             out = fun(*full, **kwargs)
-            return [
-                _as_array(o) if not isinstance(o, Tracer) else o for o in tree_util.tree_leaves(out)
-            ]
+            return [asarray_operand(o) for o in tree_util.tree_leaves(out)]
 
         jaxpr, consts, _, _ = trace_to_jaxpr(flat_fun, avals, name="make_jaxpr")
         return ClosedJaxpr(jaxpr, consts)
@@ -1025,9 +1023,15 @@ def make_jaxpr(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable:
     return make
 
 
-def _as_array(x: Any) -> Array:
-    if isinstance(x, Array):
+def asarray_operand(x: Any, dtype: Any = None) -> Any:
+    """Turn a Python/NumPy value into an fgrad operand; tracers and Arrays pass through.
+
+    Python scalars take ``dtype`` when given (weak typing: ``x * 2.0`` keeps x's dtype),
+    else the 32-bit defaults; NumPy values are copied (an Array never aliases a
+    caller's mutable buffer).
+    """
+    if isinstance(x, Array | Tracer):
         return x
     if isinstance(x, bool | int | float) and not isinstance(x, np.generic):
-        return Array(np.asarray(x, dtype=python_scalar_dtype(x)))
+        return Array(np.asarray(x, dtype=dtype if dtype is not None else python_scalar_dtype(x)))
     return Array(np.array(x))

@@ -29,6 +29,7 @@ from fgrad.core import (
     Array,
     ClosedJaxpr,
     Tracer,
+    asarray_operand,
     get_aval,
     get_backend,
     python_scalar_dtype,
@@ -150,7 +151,7 @@ class JittedFunction:
             out = self.fun(*full, **dyn_kwargs, **static_kw)
             flat_out, out_tree = tree_util.tree_flatten(out)
             out_store["tree"] = out_tree
-            return [_as_operand(o) for o in flat_out]
+            return [asarray_operand(o) for o in flat_out]
 
         jaxpr, consts, _, _ = trace_to_jaxpr(flat_fun, avals, name="jit")
         closed = ClosedJaxpr(jaxpr, consts)
@@ -270,14 +271,6 @@ def _describe_change(prev: _Signature, new: _Signature) -> str:
     if prev.key[2] != new.key[2]:
         return "a change of a static argument's value"
     return "a new backend"
-
-
-def _as_operand(x):
-    if isinstance(x, Array | Tracer):
-        return x
-    from fgrad.lax.utils import asarray_operand
-
-    return asarray_operand(x)
 
 
 def _normalize_static(fun, static_argnums, static_argnames) -> tuple[int, ...]:

@@ -21,12 +21,10 @@ import numpy as np
 
 from fgrad import tree as tree_util
 from fgrad.core import (
-    Array,
     ClosedJaxpr,
     Jaxpr,
     Primitive,
     ShapedArray,
-    Tracer,
     Var,
     eval_jaxpr,
     get_aval,
@@ -44,10 +42,6 @@ class CarryTypeError(TypeError):
 # ---------------------------------------------------------------- tracing helpers
 
 
-def _operand(x):
-    return x if isinstance(x, Array | Tracer) else asarray_operand(x)
-
-
 def trace_closure(fun: Callable, in_tree, in_avals: Sequence[ShapedArray], name: str):
     """Trace ``fun`` (taking the unflattened ``in_tree``) into a closed-over-free jaxpr.
 
@@ -59,7 +53,7 @@ def trace_closure(fun: Callable, in_tree, in_avals: Sequence[ShapedArray], name:
         out = fun(*tree_util.tree_unflatten(in_tree, list(args)))
         leaves, out_tree = tree_util.tree_flatten(out)
         store["tree"] = out_tree
-        return [_operand(o) for o in leaves]
+        return [asarray_operand(o) for o in leaves]
 
     jaxpr, consts, _, _ = trace_to_jaxpr(flat, in_avals, name=name)
     converted = Jaxpr([], list(jaxpr.constvars) + list(jaxpr.invars), jaxpr.eqns, jaxpr.outvars)
@@ -223,9 +217,9 @@ def scan(
     """
     del unroll
     init_leaves, init_tree = tree_util.tree_flatten(init)
-    init_leaves = [_operand(x) for x in init_leaves]
+    init_leaves = [asarray_operand(x) for x in init_leaves]
     xs_leaves, xs_tree = tree_util.tree_flatten(xs)
-    xs_leaves = [_operand(x) for x in xs_leaves]
+    xs_leaves = [asarray_operand(x) for x in xs_leaves]
     lengths = {int(x.shape[0]) for x in xs_leaves if x.shape}
     if any(not x.shape for x in xs_leaves):
         raise TypeError(f"scan: scanned inputs must have a leading axis (at {user_frame()})")
@@ -255,7 +249,7 @@ def scan(
     nk = carry_tree.num_leaves
     _check_carry("scan", init_tree, carry_avals, carry_tree, out_avals[:nk])
     outs = scan_p.bind(
-        *[_operand(c) for c in consts],
+        *[asarray_operand(c) for c in consts],
         *init_leaves,
         *xs_leaves,
         jaxpr=jaxpr,
@@ -335,7 +329,7 @@ def switch(index, branches: Sequence[Callable], *operands):
     if not branches:
         raise ValueError("switch: needs at least one branch")
     op_leaves, op_tree = tree_util.tree_flatten(operands)
-    op_leaves = [_operand(x) for x in op_leaves]
+    op_leaves = [asarray_operand(x) for x in op_leaves]
     avals = _avals(op_leaves)
     traced = [trace_closure(b, op_tree, avals, "cond") for b in branches]
     out_tree = traced[0][2]
@@ -358,13 +352,13 @@ def switch(index, branches: Sequence[Callable], *operands):
         post = [Var(get_aval(c)) for c in all_consts[start + n :]]
         jaxprs.append(Jaxpr([], pre + jx.invars[:n] + post + jx.invars[n:], jx.eqns, jx.outvars))
         start += n
-    index = _operand(index)
+    index = asarray_operand(index)
     if index.dtype != np.int32:
         from fgrad.lax.elementwise import convert_element_type
 
         index = convert_element_type(index, np.int32)
     outs = cond_p.bind(
-        index, *[_operand(c) for c in all_consts], *op_leaves, branches=tuple(jaxprs)
+        index, *[asarray_operand(c) for c in all_consts], *op_leaves, branches=tuple(jaxprs)
     )
     return tree_util.tree_unflatten(out_tree, outs)
 
@@ -377,7 +371,7 @@ def cond(pred, true_fun: Callable, false_fun: Callable, *operands):
         >>> lax.cond(True, lambda x: x * 2.0, lambda x: x, 3.0).item()
         6.0
     """
-    pred = _operand(pred)
+    pred = asarray_operand(pred)
     if pred.shape != ():
         raise TypeError(f"cond: the predicate must be a scalar, got shape {pred.shape}")
     from fgrad.lax.elementwise import convert_element_type, ne
@@ -453,7 +447,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val):
         16
     """
     leaves, tree = tree_util.tree_flatten(init_val)
-    leaves = [_operand(x) for x in leaves]
+    leaves = [asarray_operand(x) for x in leaves]
     avals = _avals(leaves)
     carry_tree = tree_util.tree_structure(tree_util.tree_unflatten(tree, leaves))
     cj, cconsts, ctree = trace_closure(
@@ -476,8 +470,8 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val):
     )
     _check_carry("while_loop", carry_tree, avals, btree, [v.aval for v in bj.outvars])
     outs = while_p.bind(
-        *[_operand(c) for c in cconsts],
-        *[_operand(c) for c in bconsts],
+        *[asarray_operand(c) for c in cconsts],
+        *[asarray_operand(c) for c in bconsts],
         *leaves,
         cond_jaxpr=cj,
         body_jaxpr=bj,
@@ -512,7 +506,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val):
             step, (asarray_operand(lo, np.int32), init_val), None, length=max(hi - lo, 0)
         )
         return out
-    lower, upper = _operand(lower), _operand(upper)
+    lower, upper = asarray_operand(lower), asarray_operand(upper)
 
     def cond_fun(c):
         return c[0] < c[1]

@@ -7,19 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from fgrad.core import Array, ShapedArray, Tracer, is_float_dtype, python_scalar_dtype
-
-
-def asarray_operand(x: Any, dtype: Any = None) -> Any:
-    """Turn a Python/NumPy value into an fgrad operand; tracers and Arrays pass through.
-
-    Python scalars take ``dtype`` when given (weak typing: ``x * 2.0`` keeps x's dtype).
-    """
-    if isinstance(x, Array | Tracer):
-        return x
-    if isinstance(x, bool | int | float) and not isinstance(x, np.generic):
-        return Array(np.asarray(x, dtype=dtype if dtype is not None else python_scalar_dtype(x)))
-    return Array(np.array(x))
+from fgrad.core import (
+    Array,
+    ShapedArray,
+    Tracer,
+    asarray_operand,
+    is_float_dtype,
+)
 
 
 def operand_dtype(x: Any) -> np.dtype | None:
