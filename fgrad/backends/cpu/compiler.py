@@ -26,7 +26,12 @@ import numpy as np
 
 from fgrad.backends.cpu.emit import EMITTERS
 from fgrad.backends.cpu.kernel_cache import load_kernel
-from fgrad.backends.cpu.segments import MERGE_MAX_ELEMENTS, segment_source, split_segments
+from fgrad.backends.cpu.segments import (
+    FUSED_REDUCTIONS,
+    MERGE_MAX_ELEMENTS,
+    segment_source,
+    split_segments,
+)
 from fgrad.core import ClosedJaxpr, Eqn, Jaxpr, Literal, Var
 
 # ---------------------------------------------------------------- dead code and partition
@@ -109,16 +114,40 @@ def _fusible(eqn: Eqn) -> bool:
     return emitter(eqn, ["x"] * len(eqn.invars), lambda v, d: "c") is not None
 
 
-def partition(eqns: Sequence[Eqn], outvars: Sequence[Any]) -> list[Eqn | FusionGroup]:
+_REDUCIBLE_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64)}
+
+
+def _reduction_target(eqn: Eqn, producer: dict) -> FusionGroup | None:
+    """The open group whose loop can also accumulate ``eqn`` (a reduction), if any."""
+    if eqn.primitive.name not in FUSED_REDUCTIONS or not eqn.params["axes"]:
+        return None
+    operand = eqn.invars[0]
+    if not isinstance(operand, Var) or operand.aval.dtype not in _REDUCIBLE_DTYPES:
+        return None
+    g = producer.get(operand)
+    if g is None or g.closed or g.shape != operand.aval.shape:
+        return None
+    return g
+
+
+def partition(
+    eqns: Sequence[Eqn], outvars: Sequence[Any], fuse_reductions: bool = False
+) -> list[Eqn | FusionGroup]:
     """Split equations into fusion groups and single equations, in a valid order.
 
     A group runs when it closes: before the first equation outside it that reads one
     of its values. Equations may join an open group after unrelated equations ran,
     which is what lets a whole elementwise chain fuse across interleaved matmuls.
+
+    With ``fuse_reductions``, a sum/max/min whose operand an open group produces joins
+    that group: its loop accumulates the result, and the operand is never written out
+    unless something else reads it. A reduced value is complete only when the loop
+    ends, so reading it closes the group.
     """
     steps: list[Eqn | FusionGroup] = []
     open_groups: dict[tuple[int, ...], FusionGroup] = {}
     producer: dict[Var, FusionGroup] = {}
+    reduced: set[Var] = set()
 
     def close(g: FusionGroup) -> None:
         if not g.closed:
@@ -129,14 +158,22 @@ def partition(eqns: Sequence[Eqn], outvars: Sequence[Any]) -> list[Eqn | FusionG
 
     for eqn in eqns:
         target = None
-        if _fusible(eqn):
+        fusible = _fusible(eqn)
+        reduction = None if fusible or not fuse_reductions else _reduction_target(eqn, producer)
+        if fusible:
             shape = eqn.outvars[0].aval.shape
             target = open_groups.get(shape)
+        elif reduction is not None:
+            target = reduction
         for v in eqn.invars:
             g = producer.get(v) if isinstance(v, Var) else None
-            if g is not None and g is not target:
+            if g is not None and (g is not target or v in reduced):
                 close(g)
-        if _fusible(eqn):
+        if reduction is not None and not reduction.closed:
+            reduction.eqns.append(eqn)
+            producer[eqn.outvars[0]] = reduction
+            reduced.add(eqn.outvars[0])
+        elif fusible:
             if target is None or target.closed:
                 target = FusionGroup(eqn.outvars[0].aval.shape)
                 open_groups[target.shape] = target
@@ -212,7 +249,7 @@ class Program:
         self.jaxpr = jaxpr
         eqns = dce(jaxpr)
         self.fuse = fuse
-        self.steps = partition(eqns, jaxpr.outvars) if fuse else list(eqns)
+        self.steps = partition(eqns, jaxpr.outvars, fuse_reductions=True) if fuse else list(eqns)
         self.kernels: dict[str, Any] = {}
         self.segment_sources: dict[str, str] = {}
         self.calls_numpy = False  # NumPy kernels may warn on inf/NaN; Numba ones don't

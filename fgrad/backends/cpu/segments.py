@@ -21,6 +21,9 @@ import numpy as np
 from fgrad.backends.cpu.emit import EMITTERS, np_type
 from fgrad.core import Eqn, Literal, Var
 
+#: Reductions a fusion group may accumulate in its loop (see ``compiler.partition``).
+FUSED_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
+
 #: Contractions up to this many multiply-adds run as loops inside a segment.
 SMALL_DOT_MACS = 32768
 _REDUCE_OPS = ("reduce_sum", "reduce_max", "reduce_min")
@@ -120,8 +123,12 @@ def group_lines(
             loaded[key] = name
         return loaded[key]
 
+    reductions: list[tuple[Eqn, str]] = []  # (eqn, accumulator) updated in the loop
     for eqn in group.eqns:
         out = eqn.outvars[0]
+        if eqn.primitive.name in FUSED_REDUCTIONS:
+            reductions.append((eqn, names[eqn.invars[0]]))
+            continue
         if eqn.primitive.name == "broadcast_in_dim":
             operand = eqn.invars[0]
             if isinstance(operand, Literal) or operand.aval.shape == ():
@@ -138,17 +145,56 @@ def group_lines(
         name = em.fresh("t")
         body.append(f"{name} = {EMITTERS[eqn.primitive.name](eqn, args, em.const)}")
         names[out] = name
-    stores = [f"{o}[{idx}] = {names[v]}" for o, v in zip(out_names, group.outputs)]
+    out_of = dict(zip(group.outputs, out_names))
+    stores = [f"{out_of[v]}[{idx}] = {names[v]}" for v in group.outputs if v in names]
     lines = [indent + h for h in hoisted]
-    inner = loads + body + stores
+    # Full reductions accumulate in a local scalar (kept in a register); partial ones
+    # in their output array, indexed by the kept axes.
+    before, updates, after = [], [], []
+    for eqn, value in reductions:
+        target = out_of[eqn.outvars[0]]
+        axes = eqn.params["axes"]
+        kept = [f"i{d}" for d in range(rank) if d not in axes]
+        combine = {"reduce_sum": "{a} + {x}", "reduce_max": "np.maximum({a}, {x})"}.get(
+            eqn.primitive.name, "np.minimum({a}, {x})"
+        )
+        if kept:
+            cell = f"{target}[{', '.join(kept)}]"
+            updates.append(f"{cell} = {combine.format(a=cell, x=value)}")
+        else:
+            acc = em.fresh("acc")
+            before.append(f"{acc} = {target}[()]")
+            updates.append(f"{acc} = {combine.format(a=acc, x=value)}")
+            after.append(f"{target}[()] = {acc}")
+    lines.extend(indent + b for b in before)
+    inner = loads + body + updates + stores
     if rank == 0:
-        return lines + [indent + s for s in inner]
+        return lines + [indent + s for s in inner] + [indent + a for a in after]
     dims = ", ".join(f"n{d}" for d in range(rank))
-    lines.append(f"{indent}{dims}{',' if rank == 1 else ''} = {out_names[0]}.shape")
+    full = [o for v, o in out_of.items() if v.aval.shape == group.shape]
+    bound = full[0] + ".shape" if full else em.shape_arg(group.shape)
+    lines.append(f"{indent}{dims}{',' if rank == 1 else ''} = {bound}")
     for d in range(rank):
         lines.append(indent + "    " * d + f"for i{d} in range(n{d}):")
     lines.extend(indent + "    " * rank + s for s in inner)
+    lines.extend(indent + a for a in after)
     return lines
+
+
+def reduction_init(eqn: Eqn) -> tuple[object, np.dtype]:
+    """Initial value and accumulator dtype of a fused reduction.
+
+    Float sums accumulate in float64 (a float32 running sum over a long loop loses
+    digits NumPy's pairwise summation keeps); max/min start at the dtype's extreme.
+    """
+    dtype = eqn.outvars[0].aval.dtype
+    name = eqn.primitive.name
+    if name == "reduce_sum":
+        return 0, (np.dtype(np.float64) if dtype.kind == "f" else dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return (info.min if name == "reduce_max" else info.max), dtype
+    return (-np.inf if name == "reduce_max" else np.inf), dtype
 
 
 def _reduce_lines(eqn: Eqn, x: str, out: str, em: _Emitter) -> list[str]:
@@ -194,16 +240,28 @@ def segment_source(
     lines: list[str] = []
     for step in steps:
         if not isinstance(step, Eqn):
-            outs = []
+            outs, casts = [], []
+            reduced = {e.outvars[0]: e for e in step.eqns if e.primitive.name in FUSED_REDUCTIONS}
             for v in step.outputs:
                 o = em.fresh("o")
-                lines.append(
-                    f"{o} = np.empty({em.shape_arg(v.aval.shape)}, np.{v.aval.dtype.name})"
-                )
-                arrays[v] = o
+                shape = em.shape_arg(v.aval.shape)
+                if v in reduced:
+                    init, acc_dtype = reduction_init(reduced[v])
+                    c = em.const(init, acc_dtype)
+                    lines.append(f"{o} = np.full({shape}, {c})")
+                    if acc_dtype != v.aval.dtype:
+                        final = em.fresh("o")
+                        casts.append(f"{final} = {o}.astype(np.{v.aval.dtype.name})")
+                        arrays[v] = final
+                    else:
+                        arrays[v] = o
+                else:
+                    lines.append(f"{o} = np.empty({shape}, np.{v.aval.dtype.name})")
+                    arrays[v] = o
                 outs.append(o)
             if outs:
                 lines.extend(group_lines(step, arrays, outs, em, ""))
+                lines.extend(casts)
             continue
         eqn = step
         prim = eqn.primitive.name

@@ -1,0 +1,128 @@
+"""The CPU compiler's program-level optimisations: reductions fused into their
+producers' loops and buffers reused once their last reader has run.
+
+Both paths are exercised: small programs (every array <= ``MERGE_MAX_ELEMENTS``) merge
+their steps into segments, large ones compile one kernel per fusion group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fgrad
+import fgrad.numpy as fnp
+from fgrad.backends.cpu.segments import MERGE_MAX_ELEMENTS
+
+SMALL, LARGE = (6, 5), (200, 120)  # LARGE has more than MERGE_MAX_ELEMENTS elements
+assert LARGE[0] * LARGE[1] > MERGE_MAX_ELEMENTS >= SMALL[0] * SMALL[1]
+
+
+def _eager_and_jit(f, *args):
+    return np.asarray(f(*args)), np.asarray(fgrad.jit(f)(*args))
+
+
+def _reduce_names(group):
+    return [e.primitive.name for e in group.eqns if e.primitive.name.startswith("reduce_")]
+
+
+@pytest.mark.parametrize("shape", [SMALL, LARGE])
+def test_sum_of_elementwise_chain_is_one_loop_without_the_intermediate(shape):
+    f = fgrad.jit(lambda x: fnp.sum(fnp.exp(x) * 2.0 + 1.0, axis=1))
+    x = fnp.asarray(np.linspace(-1, 1, shape[0] * shape[1], dtype=np.float32).reshape(shape))
+    program = f.program(x)
+    (group,) = program.groups
+    assert _reduce_names(group) == ["reduce_sum"]
+    # The (n, m) chain result is never written: the only output is the (n,) sum.
+    assert [v.aval.shape for v in group.outputs] == [(shape[0],)]
+    (src,) = program.segment_sources.values()
+    assert src.count("np.empty(") == 0 and src.count("np.full(") == 1
+    expect = np.sum(np.exp(np.asarray(x, np.float64)) * 2 + 1, axis=1)
+    np.testing.assert_allclose(np.asarray(f(x)), expect, rtol=1e-6)
+
+
+def test_reading_a_fused_reduction_closes_its_group():
+    # softmax: the max and the sum must be complete before their consumers run.
+    def softmax(x):
+        e = fnp.exp(x - fnp.max(x, axis=1, keepdims=True))
+        return e / fnp.sum(e, axis=1, keepdims=True)
+
+    x = fnp.asarray(np.random.default_rng(0).normal(size=LARGE).astype(np.float32))
+    eager, jitted = _eager_and_jit(softmax, x)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-7)
+    groups = fgrad.jit(softmax).program(x).groups
+    assert any(_reduce_names(g) == ["reduce_sum"] for g in groups)
+
+
+def test_intermediate_read_elsewhere_is_still_written():
+    def f(x):
+        y = fnp.tanh(x) * 3.0
+        return fnp.sum(y, axis=0), y + 1.0
+
+    x = fnp.asarray(np.random.default_rng(1).normal(size=LARGE).astype(np.float32))
+    program = fgrad.jit(f).program(x)
+    assert any(_reduce_names(g) for g in program.groups)
+    s_j, y_j = fgrad.jit(f)(x)
+    y64 = np.tanh(np.asarray(x, np.float64)) * 3
+    # float32 sums of 200 terms of size ~3: compare with float64 at float32 precision.
+    np.testing.assert_allclose(np.asarray(s_j), y64.sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y_j), y64 + 1, rtol=1e-6, atol=1e-6)
+
+
+_REDUCERS = {"sum": fnp.sum, "max": fnp.max, "min": fnp.min}
+
+
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
+    data=st.data(),
+    op=st.sampled_from(sorted(_REDUCERS)),
+    dtype=st.sampled_from([np.float32, np.float64, np.int32]),
+    large=st.booleans(),
+)
+def test_fused_reductions_match_eager(shape, data, op, dtype, large):
+    if large:  # push the program past the merge threshold to use per-group kernels
+        shape = (MERGE_MAX_ELEMENTS // 4 + 1,) + shape[1:]
+    axes = data.draw(st.sets(st.integers(0, len(shape) - 1), min_size=1).map(sorted))
+    rng = np.random.default_rng(len(shape) * 7 + len(axes))
+    raw = rng.normal(size=shape) * 4
+    if dtype == np.int32:
+        raw = np.round(raw)
+    x = fnp.asarray(raw.astype(dtype))
+
+    def f(x):
+        return _REDUCERS[op](x * x - x, axis=tuple(axes))
+
+    eager, jitted = _eager_and_jit(f, x)
+    assert jitted.dtype == eager.dtype and jitted.shape == eager.shape
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(jitted, eager, rtol=tol, atol=tol)
+
+
+def test_fused_max_propagates_nan_like_eager():
+    x = np.ones(LARGE, np.float32)
+    x[3, 7] = np.nan
+    f = lambda x: fnp.max(x * 2.0, axis=1)  # noqa: E731
+    eager, jitted = _eager_and_jit(f, fnp.asarray(x))
+    np.testing.assert_array_equal(np.isnan(jitted), np.isnan(eager))
+    assert np.isnan(jitted[3]) and np.isnan(jitted).sum() == 1
+
+
+def test_float32_sum_accumulates_accurately():
+    # 1e6 float32 ones plus a constant: a float32 running sum would drift.
+    x = fnp.asarray(np.full((1000, 1000), 0.1, np.float32))
+    got = float(np.asarray(fgrad.jit(lambda x: fnp.sum(x * 1.0))(x)))
+    assert abs(got - 100000.0) / 100000.0 < 1e-6
+
+
+def test_grad_through_fused_reductions_matches_eager():
+    rng = np.random.default_rng(3)
+    w = fnp.asarray(rng.normal(size=(30, 700)).astype(np.float32))
+
+    def loss(w):
+        return fnp.mean(fnp.log(fnp.sum(fnp.exp(fnp.tanh(w)), axis=1)))
+
+    g_e = np.asarray(fgrad.grad(loss)(w))
+    g_j = np.asarray(fgrad.jit(fgrad.grad(loss))(w))
+    np.testing.assert_allclose(g_j, g_e, rtol=1e-5, atol=1e-8)
