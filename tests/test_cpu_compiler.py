@@ -126,3 +126,71 @@ def test_grad_through_fused_reductions_matches_eager():
     g_e = np.asarray(fgrad.grad(loss)(w))
     g_j = np.asarray(fgrad.jit(fgrad.grad(loss))(w))
     np.testing.assert_allclose(g_j, g_e, rtol=1e-5, atol=1e-8)
+
+
+# ---------------------------------------------------------------- buffer reuse
+
+
+def _deep(x, w):
+    h = x
+    outs = []
+    for k in range(4):
+        h = fnp.tanh(h @ w + 0.1 * k)
+        outs.append(h * 2.0)  # a value returned to the caller: never reused
+    return h.sum(), outs[1]
+
+
+def test_dead_intermediates_are_reused_and_results_match_eager():
+    rng = np.random.default_rng(7)
+    x = fnp.asarray(rng.normal(size=(150, 150)).astype(np.float32) * 0.2)
+    w = fnp.asarray(rng.normal(size=(150, 150)).astype(np.float32) * 0.1)
+    f = fgrad.jit(_deep)
+    program = f.program(x, w)
+    assert not program.merged
+    assert program.buffers_reused >= 3
+    assert "out=_buf" in program.source or "out=v" in program.source  # a matmul into a dead buffer
+    s_e, o_e = _deep(x, w)
+    s_j, o_j = f(x, w)
+    np.testing.assert_allclose(np.asarray(o_j), np.asarray(o_e), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(np.asarray(s_j)), float(np.asarray(s_e)), rtol=1e-5)
+
+
+def test_outputs_of_one_call_survive_the_next_call():
+    rng = np.random.default_rng(8)
+    w = fnp.asarray(rng.normal(size=(150, 150)).astype(np.float32) * 0.1)
+    f = fgrad.jit(_deep)
+    x1 = fnp.asarray(rng.normal(size=(150, 150)).astype(np.float32))
+    x2 = fnp.asarray(rng.normal(size=(150, 150)).astype(np.float32))
+    _, first = f(x1, w)
+    kept = np.array(np.asarray(first))
+    f(x2, w)
+    np.testing.assert_array_equal(np.asarray(first), kept)
+
+
+def test_jitted_mlp_training_step_reuses_buffers_and_matches_eager():
+    rng = np.random.default_rng(9)
+    p = {
+        "w1": fnp.asarray(rng.normal(size=(64, 300)).astype(np.float32) * 0.1),
+        "w2": fnp.asarray(rng.normal(size=(300, 300)).astype(np.float32) * 0.05),
+        "w3": fnp.asarray(rng.normal(size=(300, 10)).astype(np.float32) * 0.1),
+    }
+    x = fnp.asarray(rng.normal(size=(128, 64)).astype(np.float32))
+    y = fnp.asarray(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)])
+
+    def loss(p, x, y):
+        h = fgrad.nn.relu(x @ p["w1"])
+        h = fgrad.nn.relu(h @ p["w2"])
+        logits = h @ p["w3"]
+        return fnp.mean(fgrad.nn.logsumexp(logits, axis=1) - fnp.sum(logits * y, axis=1))
+
+    def step(p, x, y):
+        value, g = fgrad.value_and_grad(loss)(p, x, y)
+        return value, fgrad.tree.map(lambda a, b: a - 0.1 * b, p, g)
+
+    jitted = fgrad.jit(step)
+    assert jitted.program(p, x, y).buffers_reused >= 1
+    v_e, p_e = step(p, x, y)
+    v_j, p_j = jitted(p, x, y)
+    np.testing.assert_allclose(float(np.asarray(v_j)), float(np.asarray(v_e)), rtol=1e-5)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(p_j[k]), np.asarray(p_e[k]), rtol=1e-4, atol=1e-6)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fgrad.backends.cpu.buffers import BufferPlanner, last_uses
 from fgrad.backends.cpu.emit import EMITTERS
 from fgrad.backends.cpu.kernel_cache import load_kernel
 from fgrad.backends.cpu.segments import (
@@ -308,7 +309,18 @@ class Program:
             r = ref(v)
             return r if r in from_kernel or isinstance(v, Literal) else f"_c({r})"
 
-        for unit, needed_after in zip(units, later):
+        # Large programs (one kernel per group) reuse dead intermediate buffers; in
+        # merged segments everything is small and allocated inside Numba anyway.
+        planner = (
+            BufferPlanner(last_uses(units, reads, jaxpr.outvars), lines.append, glob)
+            if self.fuse and not self.merged
+            else None
+        )
+
+        def unit_reads(i):
+            return [(v, names[v]) for v in reads[i] if v in names]
+
+        for i, (unit, needed_after) in enumerate(zip(units, later)):
             if isinstance(unit, list):
                 steps = [s for s in unit if isinstance(s, Eqn) or s.outputs]
                 if not steps:
@@ -318,11 +330,23 @@ class Program:
                 outputs = [v for v in defined if v in needed_after]
                 if not outputs:
                     continue
-                src, shapes = segment_source(steps, inputs, outputs)
+                buffered = []
+                if planner is not None and len(steps) == 1 and isinstance(steps[0], FusionGroup):
+                    group = steps[0]
+                    reduced = {
+                        e.outvars[0] for e in group.eqns if e.primitive.name in FUSED_REDUCTIONS
+                    }
+                    # Tiny arrays are cheaper to allocate inside Numba than to pass in.
+                    buffered = [v for v in outputs if v not in reduced and v.aval.size >= 1024]
+                src, shapes = segment_source(steps, inputs, outputs, out_buffers=buffered)
                 sname = glob(load_kernel(src, "segment"), "_seg")
                 self.kernels[sname] = g[sname]
                 self.segment_sources[sname] = src
                 call_args = [arg(v) for v in inputs]
+                bufs = {}
+                if buffered:
+                    bufs = {v: planner.buffer_for(v) for v in buffered}
+                    call_args += list(bufs.values())
                 if shapes:
                     flat = np.asarray([d for s in shapes for d in s], dtype=np.int64)
                     call_args.append(glob(flat, "_shp"))
@@ -331,10 +355,25 @@ class Program:
                 for v, o in zip(outputs, outs):
                     names[v] = o
                     from_kernel.add(o)
+                    if planner is not None:
+                        planner.owns(o, v, bufs.get(v))
+                if planner is not None:  # (unmerged list units are single fusion groups)
+                    planner.release(i, unit_reads(i))
                 continue
             eqn = unit
             ins = [ref(v) for v in eqn.invars]
             expr = _dot_expr(eqn, *ins) if eqn.primitive.name == "dot_general" else None
+            owned = expr is not None  # np.matmul returns a fresh array (or fills out=)
+            if (
+                owned
+                and planner is not None
+                and all(v.aval.dtype == eqn.outvars[0].aval.dtype for v in eqn.invars)
+            ):
+                buf = planner.pooled(eqn.outvars[0])
+                if buf is not None:
+                    expr = expr[:-1] + f", out={buf})"
+            else:
+                buf = None
             if expr is None and eqn.primitive.name in _CONTROL_FLOW:
                 fn = glob(_control_flow_runner(eqn), "_loop")
                 expr = f"{fn}({', '.join(ins)})"
@@ -351,6 +390,13 @@ class Program:
                 lines.append(f"{outs[0]} = {expr}")
             for v, o in zip(eqn.outvars, outs):
                 names[v] = o
+            if planner is not None:
+                if owned:
+                    planner.owns(outs[0], eqn.outvars[0], buf)
+                else:  # a NumPy kernel or a loop: its results may alias its inputs
+                    planner.pin(ins)
+                planner.release(i, unit_reads(i))
+        self.buffers_reused = planner.reused if planner is not None else 0
         rets = []
         for v in jaxpr.outvars:
             r = ref(v)
@@ -419,24 +465,11 @@ _CONTROL_FLOW = ("scan", "cond", "while")
 
 
 def _control_flow_runner(eqn: Eqn):
-    """A real loop in the driver whose body is itself a compiled program."""
-    from fgrad.lax import control_flow
+    """A real loop in the driver whose body is itself a compiled program (see
+    ``loops``: generated loop source around the body's Program)."""
+    from fgrad.backends.cpu.loops import loop_runner
 
-    run = {
-        "scan": control_flow.run_scan,
-        "cond": control_flow.run_cond,
-        "while": control_flow.run_while,
-    }[eqn.primitive.name]
-    params = dict(eqn.params)
-    bodies: dict[int, Program] = {}
-
-    def compile_body(closed: ClosedJaxpr) -> Program:
-        key = id(closed.jaxpr)
-        if key not in bodies:
-            bodies[key] = Program(closed)
-        return bodies[key]
-
-    return lambda *args: run(args, params, compile_body)
+    return loop_runner(eqn, Program)
 
 
 def compile(closed: ClosedJaxpr, fuse: bool = True) -> Program:  # noqa: A001

@@ -227,16 +227,22 @@ def _reduce_lines(eqn: Eqn, x: str, out: str, em: _Emitter) -> list[str]:
 
 
 def segment_source(
-    steps: Sequence[Any], inputs: Sequence[Var], outputs: Sequence[Var], name: str = "segment"
+    steps: Sequence[Any],
+    inputs: Sequence[Var],
+    outputs: Sequence[Var],
+    name: str = "segment",
+    out_buffers: Sequence[Var] = (),
 ) -> tuple[str, list[tuple[int, ...]]]:
     """Source of one Numba function running ``steps``; and its shape arguments.
 
-    The function takes ``*inputs, shp`` (every shape it allocates, concatenated into one
-    int64 array, in the order of the returned shape list) and returns a tuple of
-    ``outputs``.
+    The function takes ``*inputs, *buffers, shp`` (``buffers``: one preallocated array
+    per var of ``out_buffers``, which fusion groups write instead of allocating; ``shp``:
+    every shape it allocates, concatenated into one int64 array, in the order of the
+    returned shape list) and returns a tuple of ``outputs``.
     """
     em = _Emitter()
     arrays: dict[Var, str] = {v: f"a{i}" for i, v in enumerate(inputs)}
+    given = {v: f"b{k}" for k, v in enumerate(out_buffers)}
     lines: list[str] = []
     for step in steps:
         if not isinstance(step, Eqn):
@@ -244,7 +250,7 @@ def segment_source(
             reduced = {e.outvars[0]: e for e in step.eqns if e.primitive.name in FUSED_REDUCTIONS}
             for v in step.outputs:
                 o = em.fresh("o")
-                shape = em.shape_arg(v.aval.shape)
+                shape = None if v in given else em.shape_arg(v.aval.shape)
                 if v in reduced:
                     init, acc_dtype = reduction_init(reduced[v])
                     c = em.const(init, acc_dtype)
@@ -255,6 +261,9 @@ def segment_source(
                         arrays[v] = final
                     else:
                         arrays[v] = o
+                elif v in given:
+                    o = given[v]
+                    arrays[v] = o
                 else:
                     lines.append(f"{o} = np.empty({shape}, np.{v.aval.dtype.name})")
                     arrays[v] = o
@@ -292,7 +301,8 @@ def segment_source(
         dims = ", ".join(f"shp[{pos + k}]" for k in range(len(shape)))
         unpack.append(f"s{i} = ({dims}{',' if len(shape) == 1 else ''})")
         pos += len(shape)
-    params = [f"a{i}" for i in range(len(inputs))] + (["shp"] if em.shape_args else [])
+    params = [f"a{i}" for i in range(len(inputs))] + list(given.values())
+    params += ["shp"] if em.shape_args else []
     src = [
         "from fgrad.backends.cpu.seglib import mm_nn, mm_nt, mm_tn, mm_tt",
         "",
