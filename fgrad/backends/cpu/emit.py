@@ -66,8 +66,21 @@ def _rsqrt(eqn, args, const):
 
 
 def _logistic(eqn, args, const):
+    if _out_dtype(eqn) == np.float32:
+        return f"logistic32({args[0]})"
     one = const(1, _out_dtype(eqn))
     return f"({one} / ({one} + np.exp(-{args[0]})))"
+
+
+def _fast32(fn: str, fast: str) -> Callable:
+    """float32: the vectorisable ``fastmath`` version; other floats: libm's."""
+
+    def emit(eqn, args, const):
+        if not _is_float(eqn):
+            return None
+        return f"{fast if _out_dtype(eqn) == np.float32 else fn}({args[0]})"
+
+    return emit
 
 
 def _erf(eqn, args, const):
@@ -140,11 +153,11 @@ EMITTERS: dict[str, Callable] = {
     "div": _div,
     "max": lambda eqn, args, const: f"np.maximum({args[0]}, {args[1]})",
     "min": lambda eqn, args, const: f"np.minimum({args[0]}, {args[1]})",
-    "exp": _unary_call("np.exp"),
+    "exp": _fast32("np.exp", "exp32"),
     "log": _unary_call("np.log"),
     "log1p": _unary_call("np.log1p"),
     "expm1": _unary_call("np.expm1"),
-    "tanh": _unary_call("np.tanh"),
+    "tanh": _fast32("np.tanh", "tanh32"),
     "sin": _unary_call("np.sin"),
     "cos": _unary_call("np.cos"),
     "tan": _unary_call("np.tan"),

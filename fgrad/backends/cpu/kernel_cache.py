@@ -18,7 +18,20 @@ from collections.abc import Callable
 
 from fgrad.config import config
 
-_HEADER = "import math\nimport numpy as np\nimport numba\n\n"
+
+def _library_stamp() -> str:
+    """Hash of the modules generated kernels import: Numba's cache does not notice
+    when a callee changes, so a new library version must give new kernel files."""
+    from fgrad.backends.cpu import fastmath, seglib
+
+    h = hashlib.sha1()
+    for module in (fastmath, seglib):
+        with open(module.__file__, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+_HEADER = f"# fgrad kernel libraries {_library_stamp()}\nimport math\nimport numpy as np\nimport numba\n\n"
 _MAX_LOADED = 1024
 _loaded: OrderedDict[str, Callable] = OrderedDict()
 

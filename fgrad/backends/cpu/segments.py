@@ -304,6 +304,7 @@ def segment_source(
     params = [f"a{i}" for i in range(len(inputs))] + list(given.values())
     params += ["shp"] if em.shape_args else []
     src = [
+        "from fgrad.backends.cpu.fastmath import exp32, logistic32, tanh32",
         "from fgrad.backends.cpu.seglib import mm_nn, mm_nt, mm_tn, mm_tt",
         "",
         "",
