@@ -762,6 +762,31 @@ CASES["reduce_window_max"] = Case(
 )
 
 
+def _select_and_scatter(d: Draw):
+    [x], params = _window("distinct")(d)
+    out_shape = tuple(
+        max(0, (n + lo + hi - w) // s + 1)
+        for n, w, s, (lo, hi) in zip(
+            x.shape, params["window_dimensions"], params["window_strides"], params["padding"]
+        )
+    )
+    return [d.any(out_shape), x], params
+
+
+def _jax_select_and_scatter(source, operand, window_dimensions, window_strides, padding):
+    import jax
+
+    def pool(x):
+        return _jax_window(-np.inf, "max")(x, window_dimensions, window_strides, padding)
+
+    return jax.vjp(pool, operand)[1](source)[0]
+
+
+CASES["select_and_scatter_add"] = Case(
+    _select_and_scatter, jax=_jax_select_and_scatter, examples=0.5
+)
+
+
 # ---------------------------------------------------------------- bits (threefry PRNG support)
 
 

@@ -75,6 +75,30 @@ def _kernel_names(module: str, table: str = "KERNELS") -> set[str] | None:
 
 #: CPU kernels that call BLAS through NumPy rather than running Numba loops.
 _BLAS_KERNELS = {"conv_general_dilated"}
+#: Primitives the CPU backend runs as BLAS calls without a ``KERNELS`` entry.
+BLAS = {"dot_general"}
+#: Primitives whose NumPy impl returns a view of its operand (or a reinterpretation of
+#: its bytes): no data moves, so there is nothing for a kernel to do.
+VIEWS = {
+    "reshape",
+    "squeeze",
+    "expand_dims",
+    "broadcast_in_dim",
+    "slice",
+    "dynamic_slice",
+    "transpose",
+    "bitcast_convert_type",
+}
+#: Control flow: under ``jit`` a loop in the compiled driver whose bodies are compiled
+#: programs (``compiler._control_flow_runner``).
+CONTROL_FLOW = {"scan", "cond", "while"}
+#: Call primitives: ``jit`` inlines their bodies (``compiler.inline_calls``).
+CALLS = {"checkpoint", "custom_jvp_call", "custom_vjp_call"}
+#: Host callbacks: they run Python by design.
+HOST = {"debug_print"}
+#: Primitives with a Numba kernel that measured slower than NumPy on every layout, so
+#: the backend keeps NumPy (docs/performance.md, "Eager kernels").
+NUMPY_FASTER = {"argsort", "concatenate"}
 
 
 def _cpu_kernel(name: str, kernels: set[str], fused: set[str]) -> str:
@@ -84,6 +108,18 @@ def _cpu_kernel(name: str, kernels: set[str], fused: set[str]) -> str:
         return "Numba"
     if name in fused:
         return "Numba (fused, under jit)"
+    if name in BLAS:
+        return "BLAS (NumPy)"
+    if name in VIEWS:
+        return "view (no copy)"
+    if name in CONTROL_FLOW:
+        return "compiled loop (jit)"
+    if name in CALLS:
+        return "inlined under jit"
+    if name in HOST:
+        return "host callback"
+    if name in NUMPY_FASTER:
+        return "NumPy (faster than Numba)"
     return "NumPy fallback"
 
 
@@ -127,8 +163,13 @@ def render() -> str:
         "(`fgrad/backends/reference.py` runs it). *CPU kernel*: `Numba` when",
         "`fgrad.backends.cpu.KERNELS` has a compiled kernel (eager and under `jit`);",
         "`Numba (fused, under jit)` when the CPU compiler fuses it into generated loops",
-        "(`fgrad.backends.cpu.emit.EMITTERS`) while eager calls use NumPy; otherwise the",
-        "NumPy reference runs. *CUDA kernel*: `numba.cuda` when `fgrad.backends.cuda` lowers it",
+        "(`fgrad.backends.cpu.emit.EMITTERS`) while eager calls use NumPy; `view (no copy)`",
+        "for primitives whose NumPy impl returns a view (nothing to compute);",
+        "`compiled loop (jit)` for control flow (a driver loop over compiled bodies);",
+        "`inlined under jit` for call primitives; `host callback` for Python callbacks;",
+        "`BLAS (NumPy)` for contractions; `NumPy (faster than Numba)` where a Numba kernel",
+        "exists but measured slower (docs/performance.md); otherwise the NumPy reference",
+        "runs. *CUDA kernel*: `numba.cuda` when `fgrad.backends.cuda` lowers it",
         "to a device kernel (its `LOWERINGS` or fused `EMITTERS`); otherwise it runs on the host.",
         "Integer-valued primitives (comparisons, argmax, ...) are not differentiable, so they",
         "have no VJP or JVP. `tests/test_primitives.py` checks every rule listed here against",

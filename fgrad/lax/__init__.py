@@ -105,4 +105,6 @@ from fgrad.lax.windows import (
     reduce_window_max_p,
     reduce_window_sum,
     reduce_window_sum_p,
+    select_and_scatter_add,
+    select_and_scatter_add_p,
 )

@@ -1,17 +1,22 @@
 """Sliding-window reductions: ``reduce_window`` with ``lax.add`` (sum/avg pooling) or
 ``lax.max`` (max pooling), over any rank.
 
-Two primitives, both with explicit ``(low, high)`` padding per axis:
+Three primitives, all with explicit ``(low, high)`` padding per axis:
 
 * ``reduce_window_sum``: pads with 0. Its VJP is again a windowed sum, of the
   cotangent dilated by the strides and padded by ``window - 1`` (the same identity that
   turns a strided convolution's gradient into a convolution).
 * ``reduce_window_max``: pads with -inf (the dtype's lowest value for integers). The
   whole gradient of a window goes to its *first* maximal element in row-major window
-  order, as JAX's ``select_and_scatter_add`` with ``ge`` does. The rules find that
-  element with a constant table of each window's flat positions in the padded operand
-  (built with NumPy from the static shapes), ``gather`` and ``argmax``, then
-  ``scatter_add`` the cotangent there (VJP) or ``gather`` the tangent from there (JVP).
+  order, as JAX's ``select_and_scatter_add`` with ``ge`` does. Its VJP is that
+  primitive:
+* ``select_and_scatter_add(source, operand)``: ``source`` (one element per window)
+  added at each window's first maximum of ``operand``; backends run it as one pass.
+
+The JVP of ``reduce_window_max`` and the transpose of ``select_and_scatter_add`` need
+the maxima's positions as values: a constant table of each window's flat positions in
+the padded operand (built with NumPy from the static shapes), ``gather`` and ``argmax``
+find them, and a ``gather`` reads the tangent (or cotangent) there.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from fgrad.core import Primitive, ShapedArray, Tracer, user_frame
 from fgrad.lax import elementwise
 from fgrad.lax.convolution import _pad_np, padtype_to_pads, stride_dim
 from fgrad.lax.elementwise import add, stop_gradient
-from fgrad.lax.indexing import gather, scatter_add
+from fgrad.lax.indexing import gather
 from fgrad.lax.reductions import argmax
 from fgrad.lax.shapes import full, pad, reshape
 from fgrad.lax.utils import asarray_operand
@@ -201,13 +206,15 @@ def _argmax_positions(x, window_dimensions, window_strides, padding):
 def _reduce_window_max_vjp(ct, x, *, out, window_dimensions, window_strides, padding):
     if 0 in tuple(ct.shape) or 0 in tuple(x.shape):
         return (full(x.shape, 0, ct.dtype),)
-    positions, padded_shape, config = _argmax_positions(
-        x, window_dimensions, window_strides, padding
+    return (
+        select_and_scatter_add_p.bind(
+            ct,
+            x,
+            window_dimensions=window_dimensions,
+            window_strides=window_strides,
+            padding=padding,
+        ),
     )
-    size = int(np.prod(padded_shape))
-    spread = scatter_add(full((size,), 0, ct.dtype), positions, ct)
-    unpadded = pad(reshape(spread, padded_shape), 0, [(-lo, -hi, 0) for lo, hi, _ in config])
-    return (unpadded,)
 
 
 @reduce_window_max_p.def_jvp
@@ -224,6 +231,117 @@ def _reduce_window_max_jvp(ts, x, *, out, window_dimensions, window_strides, pad
 
 
 reduce_window_max_p.def_batch(_window_batch_rule(reduce_window_max_p))
+
+
+# ---------------------------------------------------------------- select_and_scatter_add
+
+# The VJP of reduce_window_max as one primitive (JAX's ``select_and_scatter_add`` with
+# ``ge``): ``select_and_scatter_add(source, operand)`` has the operand's shape and adds
+# each window's ``source`` element at that window's first maximum of ``operand``. It is
+# linear in ``source``; where the maxima sit is piecewise constant in ``operand``, so
+# no derivative flows to it. Backends run it as one pass over the windows instead of
+# the position table, gather, argmax and scatter_add that it stands for.
+
+select_and_scatter_add_p = Primitive("select_and_scatter_add")
+
+
+@select_and_scatter_add_p.def_shape
+def _select_and_scatter_add_shape(
+    source: ShapedArray, operand: ShapedArray, *, window_dimensions, window_strides, padding
+) -> ShapedArray:
+    out = _window_shape(
+        operand,
+        window_dimensions=window_dimensions,
+        window_strides=window_strides,
+        padding=padding,
+    )
+    if tuple(source.shape) != tuple(out.shape):
+        raise TypeError(
+            f"source shape {tuple(source.shape)} must be the window output shape "
+            f"{tuple(out.shape)} of the operand"
+        )
+    if source.dtype != operand.dtype:
+        raise TypeError(
+            f"source dtype {source.dtype.name} differs from the operand's {operand.dtype.name}"
+        )
+    return ShapedArray(operand.shape, operand.dtype)
+
+
+@select_and_scatter_add_p.def_impl
+def _select_and_scatter_add_impl(source, operand, *, window_dimensions, window_strides, padding):
+    """Reference: each window's first maximum (row-major window order, padding -inf
+    included) by ``argmax`` over a window view, then ``np.add.at`` there."""
+    nd = operand.ndim
+    out = np.zeros(operand.shape, source.dtype)
+    if source.size == 0 or operand.size == 0:
+        return out
+    xp = _pad_np(operand, padding, (1,) * nd, _lowest(operand.dtype), range(nd))
+    view = np.lib.stride_tricks.sliding_window_view(xp, window_dimensions)
+    view = view[tuple(np.s_[::s] for s in window_strides)]
+    out_shape = view.shape[:nd]
+    first = np.argmax(view.reshape(out_shape + (-1,)), axis=-1)
+    offsets = np.unravel_index(first, tuple(window_dimensions))
+    coords = []
+    for d in range(nd):
+        start = np.arange(out_shape[d]).reshape([-1 if i == d else 1 for i in range(nd)])
+        # Position in the unpadded operand (padding positions fall outside and drop).
+        coords.append(start * window_strides[d] + offsets[d] - padding[d][0])
+    coords = [np.broadcast_to(c, out_shape).ravel() for c in coords]
+    keep = np.ones(coords[0].shape, bool)
+    for d in range(nd):
+        keep &= (coords[d] >= 0) & (coords[d] < operand.shape[d])
+    np.add.at(out, tuple(c[keep] for c in coords), source.reshape(-1)[keep])
+    return out
+
+
+@select_and_scatter_add_p.def_vjp
+def _select_and_scatter_add_vjp(ct, source, operand, *, out, **params):
+    # Linear in source: its transpose gathers ct at each window's first maximum.
+    positions, padded_shape, config = _argmax_positions(operand, **params)
+    flat = reshape(pad(ct, 0, config), (int(np.prod(padded_shape)),))
+    return gather(flat, positions), None
+
+
+@select_and_scatter_add_p.def_jvp
+def _select_and_scatter_add_jvp(ts, source, operand, *, out, **params):
+    if ts[0] is None:
+        return None
+    return select_and_scatter_add_p.bind(ts[0], operand, **params)
+
+
+@select_and_scatter_add_p.def_batch
+def _select_and_scatter_add_batch(args, dims, *, window_dimensions, window_strides, padding):
+    from fgrad.lax.batch_util import batch_size, to_front
+
+    size = batch_size(args, dims)
+    source, operand = (to_front(a, d, size) for a, d in zip(args, dims, strict=True))
+    out = select_and_scatter_add_p.bind(
+        source,
+        operand,
+        window_dimensions=(1, *window_dimensions),
+        window_strides=(1, *window_strides),
+        padding=((0, 0), *padding),
+    )
+    return out, 0
+
+
+def select_and_scatter_add(source, operand, window_dimensions, window_strides, padding):
+    """Add each window's ``source`` element at that window's first maximum of ``operand``
+    (the VJP of ``reduce_window_max``; JAX's private ``_select_and_scatter_add`` with
+    ``lax.ge``). ``padding`` is explicit ``(low, high)`` pairs or a padding name.
+
+    Example:
+        >>> import fgrad.numpy as fnp
+        >>> x = fnp.asarray([1.0, 5.0, 3.0, 3.0])
+        >>> select_and_scatter_add(fnp.asarray([10.0, 20.0]), x, (2,), (2,), "VALID").tolist()
+        [0.0, 10.0, 20.0, 0.0]
+    """
+    operand = asarray_operand(operand)
+    source = asarray_operand(source, operand.dtype)
+    params = _window_params(
+        operand, window_dimensions, window_strides, padding, "select_and_scatter_add"
+    )
+    return select_and_scatter_add_p.bind(source, operand, **params)
 
 
 # ---------------------------------------------------------------- public functions

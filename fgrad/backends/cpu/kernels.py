@@ -7,7 +7,10 @@ kernel here:
 
 * ``scatter`` (``np.add.at`` costs ~50 ns per element; a loop costs ~1 ns);
 * ``reduce_window_max`` / ``reduce_window_sum`` over the two spatial axes of NHWC
-  images (max/avg pooling), as direct loops instead of materialised window views.
+  images (max/avg pooling), as direct loops instead of materialised window views, and
+  the max-pooling VJP ``select_and_scatter_add`` as one pass over the windows.
+
+Convolutions go to BLAS (im2col or tap-by-tap matmuls, per shape class).
 
 Each kernel takes arrays reshaped to a fixed rank, so there are few signatures to
 compile (one per dtype); ``cache=True`` keeps them on disk between processes.
@@ -123,7 +126,8 @@ def _pool_max(x, out, kh, kw, sh, sw, ph, pw):
                             continue
                         for ch in range(c):
                             v = x[n, y, xx, ch]
-                            if v > out[n, i, j, ch]:
+                            # NaN wins and then stays, as in the reference's np.max.
+                            if v > out[n, i, j, ch] or v != v:
                                 out[n, i, j, ch] = v
 
 
@@ -151,16 +155,8 @@ def _pool_sum(x, out, kh, kw, sh, sw, ph, pw):
 def _pool(kernel, name):
     def run(x, *, window_dimensions, window_strides, padding):
         wd, ws, pd = window_dimensions, window_strides, padding
-        spatial_only = (
-            x.ndim == 4
-            and wd[0] == wd[3] == 1
-            and ws[0] == ws[3] == 1
-            and tuple(pd[0]) == tuple(pd[3]) == (0, 0)
-            and min(pd[1][0], pd[1][1], pd[2][0], pd[2][1]) >= 0
-            and x.dtype.type in (np.float32, np.float64)
-        )
         params = dict(window_dimensions=wd, window_strides=ws, padding=pd)
-        if not spatial_only:
+        if not _spatial_only(x, wd, ws, pd):
             return reference.run(_prim(name), [x], params)[0]
         n, h, w, c = x.shape
         oh = (h + pd[1][0] + pd[1][1] - wd[1]) // ws[1] + 1
@@ -172,19 +168,205 @@ def _pool(kernel, name):
     return run
 
 
+@numba.njit(**_JIT)
+def _pool_max_vjp(src, x, dx, kh, kw, sh, sw, ph, pw):
+    """dx[n, p, ch] += src[n, i, j, ch] at the first maximum p of window (i, j).
+
+    Window positions run in row-major order with padding counted as -inf (so a
+    window whose first element is padding and holds nothing larger sends its
+    gradient nowhere), and a NaN is the maximum once seen, as ``np.argmax``.
+    """
+    nb, h, w, c = x.shape
+    _, oh, ow, _ = src.shape
+    flat = dx.reshape(nb, h * w, c)
+    best = np.empty(c, x.dtype)
+    pos = np.empty(c, np.int64)
+    for n in range(nb):
+        for i in range(oh):
+            for j in range(ow):
+                first = True
+                for a in range(kh):
+                    y = i * sh - ph + a
+                    for b in range(kw):
+                        xx = j * sw - pw + b
+                        inside = y >= 0 and y < h and xx >= 0 and xx < w
+                        if first:
+                            first = False
+                            if inside:
+                                for ch in range(c):
+                                    best[ch] = x[n, y, xx, ch]
+                                    pos[ch] = y * w + xx
+                            else:
+                                for ch in range(c):
+                                    best[ch] = -np.inf
+                                    pos[ch] = -1
+                        elif inside:
+                            p = y * w + xx
+                            for ch in range(c):
+                                v = x[n, y, xx, ch]
+                                bv = best[ch]
+                                if v > bv or (v != v and bv == bv):
+                                    best[ch] = v
+                                    pos[ch] = p
+                for ch in range(c):
+                    p = pos[ch]
+                    if p >= 0:
+                        flat[n, p, ch] += src[n, i, j, ch]
+
+
+def _spatial_only(x, wd, ws, pd):
+    """A 4-D float NHWC window over the two spatial axes, padding non-negative."""
+    return (
+        x.ndim == 4
+        and wd[0] == wd[3] == 1
+        and ws[0] == ws[3] == 1
+        and tuple(pd[0]) == tuple(pd[3]) == (0, 0)
+        and min(pd[1][0], pd[1][1], pd[2][0], pd[2][1]) >= 0
+        and x.dtype.type in (np.float32, np.float64)
+    )
+
+
+def select_and_scatter_add(source, operand, *, window_dimensions, window_strides, padding):
+    """Max-pool VJP in one pass (the reference impl for other ranks and dtypes)."""
+    wd, ws, pd = window_dimensions, window_strides, padding
+    if not _spatial_only(operand, wd, ws, pd) or source.dtype != operand.dtype:
+        params = dict(window_dimensions=wd, window_strides=ws, padding=pd)
+        return reference.run(_prim("select_and_scatter_add"), [source, operand], params)[0]
+    dx = np.zeros(operand.shape, operand.dtype)
+    if source.size:
+        _pool_max_vjp(
+            np.ascontiguousarray(source),
+            np.ascontiguousarray(operand),
+            dx,
+            wd[1],
+            wd[2],
+            ws[1],
+            ws[2],
+            pd[1][0],
+            pd[2][0],
+        )
+    return dx
+
+
 # ---------------------------------------------------------------- convolution (NHWC/HWIO)
+
+
+def _gemm(dtype):
+    """SciPy's BLAS ``gemm`` for ``dtype`` (it accumulates in place: ``beta=1``), or
+    None without SciPy (NumPy's matmul then writes a temporary that is added)."""
+    key = np.dtype(dtype).char
+    if key not in _GEMM:
+        try:
+            from scipy.linalg.blas import get_blas_funcs
+
+            _GEMM[key] = get_blas_funcs("gemm", dtype=np.dtype(dtype))
+        except ImportError:  # pragma: no cover - SciPy ships with Numba's usual installs
+            _GEMM[key] = None
+    return _GEMM[key]
+
+
+_GEMM: dict[str, object] = {}
+
+#: Input channels up to which the convolution is one im2col matmul: its patch matrix is
+#: only ``KH*KW*C`` wide, while tap-by-tap products of inner size C leave BLAS idle
+#: (see docs/performance.md, "Convolution kernels (per shape class)").
+IM2COL_MAX_CHANNELS = 4
+
+
+def _conv_im2col(x, rhs, oh, ow, strides, dilation):
+    """One (N*OH*OW, KH*KW*C) @ (KH*KW*C, O) matmul over the gathered patches."""
+    n, _, _, c = x.shape
+    kh, kw, _, o = rhs.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    cols = np.empty((n, oh, ow, kh, kw, c), x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, :, :, a, b, :] = x[
+                :,
+                a * dh : a * dh + sh * (oh - 1) + 1 : sh,
+                b * dw : b * dw + sw * (ow - 1) + 1 : sw,
+            ]
+    out = cols.reshape(n * oh * ow, kh * kw * c) @ rhs.reshape(kh * kw * c, o)
+    return out.reshape(n, oh, ow, o)
+
+
+def _conv_shifted(x, rhs, oh, ow, dilation):
+    """Stride 1: every tap is a matmul over a *shifted* slice of the flat padded input.
+
+    The output is computed on the padded input's whole (H, W) grid: row ``p`` of the
+    flat input is pixel ``p``, and tap (a, b) reads row ``p + a*dh*W + b*dw`` for output
+    pixel p, a contiguous slice, so no tap is copied. Positions past the valid output
+    (the right/bottom margins) hold garbage and are cropped at the end.
+    """
+    n, h, w, c = x.shape
+    kh, kw, _, o = rhs.shape
+    dh, dw = dilation
+    flat = x.reshape(n * h * w, c)
+    rows = n * h * w - ((kh - 1) * dh * w + (kw - 1) * dw)
+    grid = np.empty((n * h * w, o), x.dtype)
+    acc = grid[:rows]
+    gemm = _gemm(x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            shift = a * dh * w + b * dw
+            tap = flat[shift : shift + rows]
+            if gemm is not None:
+                # acc.T (O, rows) += w.T (O, C) @ tap.T (C, rows): Fortran-ordered views
+                # of the C-ordered arrays, accumulated in place.
+                first = a == 0 and b == 0
+                r = gemm(
+                    1.0, rhs[a, b].T, tap.T, beta=0.0 if first else 1.0, c=acc.T, overwrite_c=1
+                )
+                if r.ctypes.data != acc.ctypes.data:  # pragma: no cover - f2py copied c
+                    acc[...] = r.T
+            elif a == 0 and b == 0:
+                np.matmul(tap, rhs[a, b], out=acc)
+            else:
+                acc += tap @ rhs[a, b]
+    return np.ascontiguousarray(grid.reshape(n, h, w, o)[:, :oh, :ow])
+
+
+def _conv_weight_grad_im2col(xb, rhs, oh, ow, strides, dilation):
+    """The weight-gradient orientation (batch as channels, a spatially large kernel)
+    for few real channels: one (OH*OW*C, N*KH*KW) @ (N*KH*KW, O) matmul.
+
+    ``xb`` is the padded input batch-first, (N, H, W, C), and ``rhs`` (KH, KW, N, O).
+    """
+    ct = np.ascontiguousarray(rhs.transpose(2, 0, 1, 3))  # (N, KH, KW, O)
+    n, _, _, c = xb.shape
+    _, kh, kw, o = ct.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    cols = np.empty((n, kh, kw, oh, ow, c), xb.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            cols[:, :, :, i, j, :] = xb[
+                :,
+                i * sh : i * sh + dh * (kh - 1) + 1 : dh,
+                j * sw : j * sw + dw * (kw - 1) + 1 : dw,
+            ]
+    out = cols.reshape(n * kh * kw, oh * ow * c).T @ ct.reshape(n * kh * kw, o)
+    return np.ascontiguousarray(out.reshape(oh, ow, c, o).transpose(2, 0, 1, 3))
 
 
 def conv_general_dilated(
     lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count
 ):
-    """2-D convolution as one BLAS matmul per kernel tap ("shift and multiply").
+    """2-D convolution through BLAS, by whichever form measured fastest for its shape
+    class (docs/performance.md, "Convolution kernels (per shape class)"):
 
-    ``out = sum over taps (kh, kw) of x[:, kh*dh + s*i, kw*dw + s*j, :] @ w[kh, kw]``:
-    each tap is a (N*OH*OW, C) @ (C, O) product, so the work goes to BLAS without
-    materialising the whole im2col matrix (the reference kernel's sliding-window
-    tensordot copies KH*KW times the input at once). Other cases (lhs dilation,
-    feature groups, negative padding, other ranks or dtypes) use the reference kernel.
+    * few input channels (C <= ``IM2COL_MAX_CHANNELS``): im2col, one matmul of inner
+      size KH*KW*C (tap-by-tap products would have inner size C);
+    * stride 1: one matmul per tap over shifted slices of the flat padded input
+      (``_conv_shifted``), accumulated in place;
+    * other strides: one matmul per tap over a copied strided tap ("shift and
+      multiply");
+    * the weight-gradient orientation (fewer output positions than kernel taps: the
+      "kernel" is a cotangent; the batch is the contracted channel axis): im2col over
+      the output positions for few channels (``lhs`` batch <= ``IM2COL_MAX_CHANNELS``),
+      else one matmul per output position over its whole window.
+
+    Other cases (lhs dilation, feature groups, negative padding, other ranks or
+    dtypes) use the reference kernel.
     """
     params = dict(
         window_strides=window_strides,
@@ -205,21 +387,29 @@ def conv_general_dilated(
     if not simple:
         return reference.run(_prim("conv_general_dilated"), [lhs, rhs], params)[0]
     (ph0, ph1), (pw0, pw1) = padding
-    x = np.pad(lhs, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0))) if any((ph0, ph1, pw0, pw1)) else lhs
-    n, h, w, c = x.shape
     kh, kw, _, o = rhs.shape
     sh, sw = window_strides
     dh, dw = rhs_dilation
-    oh = (h - ((kh - 1) * dh + 1)) // sh + 1
-    ow = (w - ((kw - 1) * dw + 1)) // sw + 1
-    out = np.zeros((n * max(oh, 0) * max(ow, 0), o), lhs.dtype)
-    if out.size == 0 or c == 0:
-        return out.reshape(n, max(oh, 0), max(ow, 0), o)
-    if oh * ow < kh * kw:
-        # Few output positions, a large kernel (a weight gradient, whose "kernel" is
-        # the cotangent): one matmul per output position over the whole window.
+    n, h, w, c = lhs.shape
+    h, w = h + ph0 + ph1, w + pw0 + pw1
+    oh = max((h - ((kh - 1) * dh + 1)) // sh + 1, 0)
+    ow = max((w - ((kw - 1) * dw + 1)) // sw + 1, 0)
+    if n * oh * ow * o == 0 or c == 0:
+        return np.zeros((n, oh, ow, o), lhs.dtype)
+    weight_grad = oh * ow < kh * kw
+    if weight_grad and n <= IM2COL_MAX_CHANNELS:
+        # lhs is (C, H, W, N), usually a transposed view of an NHWC array: back to
+        # batch-first (free for such a view), then padded.
+        xb = np.ascontiguousarray(lhs.transpose(3, 1, 2, 0))
+        if any((ph0, ph1, pw0, pw1)):
+            xb = np.pad(xb, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
+        return _conv_weight_grad_im2col(xb, rhs, oh, ow, window_strides, rhs_dilation)
+    x = np.pad(lhs, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0))) if any((ph0, ph1, pw0, pw1)) else lhs
+    if weight_grad:
+        # Few output positions, a large kernel: one matmul per output position over
+        # the whole window.
         kernel = rhs.reshape(kh * kw * c, o)
-        out = out.reshape(n, oh, ow, o)
+        out = np.empty((n, oh, ow, o), lhs.dtype)
         for i in range(oh):
             for j in range(ow):
                 window = x[
@@ -230,6 +420,12 @@ def conv_general_dilated(
                 ]
                 out[:, i, j, :] = np.ascontiguousarray(window).reshape(n, -1) @ kernel
         return out
+    rhs = np.ascontiguousarray(rhs)
+    if c <= IM2COL_MAX_CHANNELS:
+        return _conv_im2col(x, rhs, oh, ow, window_strides, rhs_dilation)
+    if sh == sw == 1:
+        return _conv_shifted(np.ascontiguousarray(x), rhs, oh, ow, rhs_dilation)
+    out = np.zeros((n * oh * ow, o), lhs.dtype)
     for a in range(kh):
         for b in range(kw):
             tap = x[
@@ -253,4 +449,11 @@ KERNELS = {
     "scatter": scatter,
     "reduce_window_max": _pool(_pool_max, "reduce_window_max"),
     "reduce_window_sum": _pool(_pool_sum, "reduce_window_sum"),
+    "select_and_scatter_add": select_and_scatter_add,
 }
+
+# Reductions, data movement and the PRNG's bit primitives live in their own modules.
+from fgrad.backends.cpu import bits_kernels, index_kernels, reduce_kernels  # noqa: E402
+
+for _module in (reduce_kernels, index_kernels, bits_kernels):
+    KERNELS.update(_module.KERNELS)
