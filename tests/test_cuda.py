@@ -29,6 +29,7 @@ from numba.core import config as numba_config  # noqa: E402
 
 numba_config.reload_config()  # Numba read the environment when fgrad first imported it
 
+import itertools  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -188,6 +189,43 @@ def test_scatter_set_keeps_the_last_duplicate_and_add_accumulates():
         got = cuda.run(PRIMS["scatter"], [x, idx, u], {"mode": mode})
         want = reference.run(PRIMS["scatter"], [x, idx, u], {"mode": mode})
         assert_same(got, want, mode)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_select_and_scatter_add_routes_to_the_first_maximum(dtype, tmp_path):
+    """The max-pool VJP on the device, against the reference: ties (first maximum in
+    row-major window order wins), -inf and all-padding windows, NaN, padding and
+    overlapping windows that send several sources to one element; no host step, and
+    its kernels compile for sm_80."""
+    prim = PRIMS["select_and_scatter_add"]
+    rng = np.random.default_rng(0)
+    records = []
+    for shape in ((1, 5, 6, 2), (7,), (3, 4)):
+        nd = len(shape)
+        x = rng.integers(0, 3, shape).astype(dtype)  # few values: many ties
+        if dtype != "int32":
+            x.flat[0] = -np.inf  # a window starting in the padding then takes the -inf
+            x.flat[1] = -np.inf
+            if nd == 4 and dtype == "float32":
+                x.flat[7] = np.nan
+        for w, s, pad in itertools.product((2, 3), (1, 2), (0, 1, 2)):
+            if nd == 4:  # NHWC pooling over the two spatial axes
+                wd, ws, pd = (1, w, w, 1), (1, s, s, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
+            else:
+                wd, ws, pd = (w,) * nd, (s,) * nd, ((pad, pad),) * nd
+            q = tuple((n + lo + hi - k) // st + 1 for n, k, st, (lo, hi) in zip(shape, wd, ws, pd))
+            if min(q) <= 0:
+                continue
+            src = (rng.integers(1, 9, q)).astype(dtype)
+            params = {"window_dimensions": wd, "window_strides": ws, "padding": pd}
+            avals = [core.get_aval(a) for a in (src, x)]
+            assert not cuda._eager_program(prim, avals, params).host_steps
+            want = reference.run(prim, read_only([src, x]), params)
+            records += _launches(cuda.run, prim, read_only([src, x]), params)
+            got = cuda.run(prim, read_only([src, x]), params)
+            assert_same(got, want, describe(prim, [src, x], params))
+            np.testing.assert_array_equal(np.asarray(got[0]), want[0])  # same order: exact
+    _ptx_check(records, tmp_path)
 
 
 # ---------------------------------------------------------------- programs

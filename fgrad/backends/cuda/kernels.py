@@ -18,7 +18,8 @@ sizes, strides and offsets as scalar arguments (see ``runtime``):
   strided views (operands that are no such view are transposed first);
 * ``conv_general_dilated`` (the canonical NHWC/HWIO layout the primitive uses, 1-3
   spatial axes) and ``reduce_window_sum``/``reduce_window_max`` (pooling) as direct
-  kernels, one thread per output element;
+  kernels, one thread per output element; ``select_and_scatter_add`` (the max-pooling
+  VJP) one thread per operand element, summing overlapping windows without atomics;
 * ``gather``, and ``scatter`` with ``add``/``min``/``max`` as atomics and ``set`` as two
   passes so that the last duplicate index wins, as on the host;
 * ``threefry2x32`` and ``iota_2x32_shape``: the random bits, bit-identical to the CPU.
@@ -772,6 +773,99 @@ def _window_runner(op: str):
 
 LOWERINGS["reduce_window_sum"] = _window_runner("sum")
 LOWERINGS["reduce_window_max"] = _window_runner("max")
+
+
+def _select_scatter_source(rank: int, dtype: np.dtype) -> str:
+    """The max-pooling VJP, one thread per element ``i`` of the operand (and output).
+
+    The thread visits, in row-major order, every window that holds its element, finds
+    that window's first maximum (row-major within the window; padding is the lowest
+    value, so it is chosen only as a window's first position when nothing beats it,
+    and then the window's source goes nowhere; a NaN is the maximum once seen, as
+    ``np.argmax``) and adds the window's ``source`` element when that maximum is ``i``.
+    Overlapping windows are summed by the one thread that owns the element: no
+    atomics, and the same order as the reference's ``np.add.at``.
+
+    Arguments: n (operand elements), then per axis the window-output size ``q``, the
+    operand size ``h``, window size, stride and low padding; src, x, out.
+    """
+    params = ["n"] + [f"q{d}" for d in range(rank)] + [f"h{d}" for d in range(rank)]
+    params += [f"w{d}" for d in range(rank)] + [f"st{d}" for d in range(rank)]
+    params += [f"lo{d}" for d in range(rank)] + ["src", "x", "out"]
+    lowest = _const(_identity("max", dtype), dtype)
+    body = _unravel(rank, sizes="h", coord="c")
+    body.append(f"acc = {_const(0, dtype)}")
+    for d in range(rank):
+        # The windows o holding the element: o * st <= t < o * st + w, 0 <= o < q, with
+        # t its position in the padded operand (integer divisions of non-negatives only).
+        body += [
+            f"t{d} = c{d} + lo{d}",
+            f"a{d} = t{d} - w{d} + 1",
+            f"ob{d} = 0",
+            f"if a{d} > 0:",
+            f"    ob{d} = (a{d} + st{d} - 1) // st{d}",
+            f"oe{d} = -1",
+            f"if t{d} >= 0:",
+            f"    oe{d} = t{d} // st{d}",
+            f"if oe{d} > q{d} - 1:",  # no builtin min: it does not compile for CUDA here
+            f"    oe{d} = q{d} - 1",
+        ]
+    ind = ""
+    for d in range(rank):
+        body.append(f"{ind}for o{d} in range(ob{d}, oe{d} + 1):")
+        ind += "    "
+    body += [f"{ind}bv = {lowest}", f"{ind}bp = np.int64(-1)", f"{ind}started = False"]
+    addr = "0"
+    for d in range(rank):
+        body += [
+            f"{ind}for k{d} in range(w{d}):",
+            f"{ind}    p{d} = o{d} * st{d} + k{d} - lo{d}",
+            f"{ind}    in{d} = p{d} >= 0 and p{d} < h{d}",
+        ]
+        ind += "    "
+        addr = f"({addr}) * h{d} + p{d}"
+    inside = " and ".join(f"in{d}" for d in range(rank)) or "True"
+    body += [
+        f"{ind}if not started:",
+        f"{ind}    started = True",
+        f"{ind}    if {inside}:",
+        f"{ind}        bv = x[{addr}]",
+        f"{ind}        bp = {addr}",
+        f"{ind}elif {inside}:",
+        f"{ind}    v = x[{addr}]",
+        f"{ind}    if v > bv or (v != v and bv == bv):",
+        f"{ind}        bv = v",
+        f"{ind}        bp = {addr}",
+    ]
+    ind = "    " * rank
+    src_addr = "0"
+    for d in range(rank):
+        src_addr = f"({src_addr}) * q{d} + o{d}"
+    body += [f"{ind}if bp == i:", f"{ind}    acc += src[{src_addr}]", "out[i] = acc"]
+    return _grid_loop(params, body, "select_scatter")
+
+
+@lowering("select_and_scatter_add")
+def _select_and_scatter_add(eqn: Eqn):
+    src, x = (v.aval for v in eqn.invars)
+    out = eqn.outvars[0].aval
+    if x.dtype not in _NUMERIC or src.dtype != x.dtype:
+        return None
+    p = eqn.params
+    args = [out.size, *src.shape, *x.shape, *p["window_dimensions"]]
+    args += [*p["window_strides"], *[lo for lo, _ in p["padding"]]]
+    source = _select_scatter_source(x.ndim, x.dtype)
+
+    def run(ins):
+        if src.size == 0:
+            return [fill(out.shape, out.dtype, runtime.to_device(np.zeros((), out.dtype)))]
+        res = empty(out.shape, out.dtype)
+        if res.size:
+            k = runtime.kernel(source, "select_scatter")
+            launch_elementwise(k, res.size, *args, ins[0].buf, ins[1].buf, res.buf)
+        return [res]
+
+    return run
 
 
 # ---------------------------------------------------------------- gather and scatter
