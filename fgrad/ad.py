@@ -28,10 +28,11 @@ from fgrad.core import (
     Trace,
     Tracer,
     Var,
+    _execute,
+    _source_context,
     get_aval,
     is_float_dtype,
     new_main,
-    source_context,
     trace_to_jaxpr,
     user_frame,
 )
@@ -115,7 +116,8 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
     jaxpr, consts, out_vals, builder = trace_to_jaxpr(flat_fun, in_avals, flat_in, name="vjp")
     out_tree = out_store["tree"]
     # Keep only what a backward rule can read: the values around differentiable eqns.
-    main_values = {v: builder.values[v] for v in residual_vars(jaxpr)}
+    residuals, active = _residuals_and_active(jaxpr)
+    main_values = {v: builder.values[v] for v in residuals}
     aux = out_store["aux"]
     if has_aux:
         aux = _lower_aux_from_builder(aux, builder)
@@ -138,7 +140,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
             if c.dtype != v.dtype and is_float_dtype(v.dtype):
                 c = lax.convert_element_type(c, v.dtype)
             cts.append(c)
-        in_cts = backward_pass(jaxpr, main_values, cts)
+        in_cts = backward_pass(jaxpr, main_values, cts, active)
         in_cts = [_zeros_like(x) if c is None else c for c, x in zip(in_cts, flat_in)]
         return tuple(tree_util.tree_unflatten(in_tree, in_cts))
 
@@ -161,17 +163,33 @@ def residual_vars(jaxpr) -> list[Var]:
     An equation is active when one of its float inputs depends on a float input of the
     jaxpr; only active equations receive cotangents.
     """
+    return _residuals_and_active(jaxpr)[0]
+
+
+def _residuals_and_active(jaxpr) -> tuple[list[Var], set[Var]]:
+    """``residual_vars`` and the active vars: the float vars that depend on a float
+    input of the jaxpr (the only ones whose cotangent reaches an input)."""
     active = {v for v in jaxpr.invars if is_float_dtype(v.aval.dtype)}
     needed: dict[Var, None] = {}
     for eqn in jaxpr.eqns:
         if not eqn.primitive.differentiable:
             continue
-        if any(isinstance(v, Var) and v in active for v in eqn.invars):
-            active.update(v for v in eqn.outvars if is_float_dtype(v.aval.dtype))
-            for v in list(eqn.invars) + list(eqn.outvars):
-                if isinstance(v, Var):
-                    needed[v] = None
-    return list(needed)
+        invars = eqn.invars
+        for v in invars:
+            if v in active:  # a Literal is never in ``active``
+                break
+        else:
+            continue
+        outvars = eqn.outvars
+        for v in outvars:
+            if is_float_dtype(v.aval.dtype):
+                active.add(v)
+        for v in invars:
+            if type(v) is Var:
+                needed[v] = None
+        for v in outvars:
+            needed[v] = None
+    return list(needed), active
 
 
 def needed_residuals(jaxpr) -> list[Var]:
@@ -197,55 +215,217 @@ def needed_residuals(jaxpr) -> list[Var]:
     return [v for v, b in zip(candidates, bwd.invars[:n]) if b in live]
 
 
-def backward_pass(jaxpr, values: dict, out_cts: Sequence[Any]) -> list[Any]:
+def backward_pass(
+    jaxpr, values: dict, out_cts: Sequence[Any], active: set | None = None
+) -> list[Any]:
     """Propagate output cotangents back to the jaxpr's inputs with the VJP rules.
 
     Args:
         jaxpr: the forward program.
         values: the value of every var seen in the forward pass (residuals).
         out_cts: one cotangent per output (None for zero).
+        active: optionally, the vars whose cotangents can reach an input (see
+            ``_residuals_and_active``). With it, on concrete values, each VJP rule
+            runs as a cached jaxpr that computes only those cotangents (see
+            ``_cached_rule``).
 
     Returns:
         One cotangent per input var (None where it is zero or not differentiable).
     """
     ct_env: dict[Var, Any] = {}
-
-    def read(v):
-        return v.val if isinstance(v, Literal) else values[v]
+    add = lax.add
 
     def accumulate(v, ct):
-        if ct is None or isinstance(v, Literal) or not is_float_dtype(v.aval.dtype):
+        if ct is None or type(v) is Literal or not is_float_dtype(v.aval.dtype):
             return
-        if v in ct_env:
-            ct_env[v] = lax.add(ct_env[v], ct)
-        else:
-            ct_env[v] = ct
+        prev = ct_env.get(v)
+        ct_env[v] = ct if prev is None else add(prev, ct)
 
     for v, ct in zip(jaxpr.outvars, out_cts):
         accumulate(v, ct)
+    source_stack = _source_context
     for eqn in reversed(jaxpr.eqns):
-        cts_out = [ct_env.pop(v, None) for v in eqn.outvars]
         prim = eqn.primitive
-        if all(c is None for c in cts_out) or not prim.differentiable:
+        if not prim.differentiable:
+            for v in eqn.outvars:
+                ct_env.pop(v, None)
             continue
-        if any(isinstance(v, Var) and v not in values for v in eqn.invars):
-            continue  # inactive: no input depends on a differentiated value
-        outs = [values[v] for v in eqn.outvars]
-        invals = [read(v) for v in eqn.invars]
-        if prim.multiple_results:
-            cts_arg = [_zeros_like(o) if c is None else c for c, o in zip(cts_out, outs)]
-            out_arg = outs
+        cts_out = [ct_env.pop(v, None) for v in eqn.outvars]
+        for c in cts_out:
+            if c is not None:
+                break
         else:
-            cts_arg, out_arg = cts_out[0], outs[0]
-        try:
-            with source_context(f"{eqn.source_info} (in the VJP of {prim.name})"):
-                cts_in = prim.vjp_rule(cts_arg, *invals, out=out_arg, **eqn.params)
-        except Exception as e:
-            e.add_note(f"in the VJP of {prim.name}, from the forward line {eqn.source_info}")
-            raise
-        for v, ct in zip(eqn.invars, cts_in):
-            accumulate(v, ct)
+            continue
+        invals = []
+        for v in eqn.invars:
+            if type(v) is Literal:
+                invals.append(v.val)
+            else:
+                val = values.get(v, _MISSING)
+                if val is _MISSING:
+                    break  # inactive: no input depends on a differentiated value
+                invals.append(val)
+        else:
+            outs = [values[v] for v in eqn.outvars]
+            if prim.multiple_results:
+                cts_arg = [_zeros_like(o) if c is None else c for c, o in zip(cts_out, outs)]
+                out_arg = outs
+            else:
+                cts_arg, out_arg = cts_out[0], outs[0]
+            # As ``core.source_context``: equations recorded by the rule are attributed
+            # to the forward line.
+            source_stack.append(f"{eqn.source_info} (in the VJP of {prim.name})")
+            try:
+                cts_in = None
+                module = getattr(prim.vjp_rule, "__module__", None)
+                if active is not None and module in _CACHEABLE_RULE_MODULES:
+                    wanted = tuple(v in active for v in eqn.invars)
+                    cts_in = _cached_rule(prim, wanted, cts_arg, invals, out_arg, eqn.params)
+                if cts_in is None:
+                    cts_in = prim.vjp_rule(cts_arg, *invals, out=out_arg, **eqn.params)
+            except Exception as e:
+                e.add_note(f"in the VJP of {prim.name}, from the forward line {eqn.source_info}")
+                raise
+            finally:
+                source_stack.pop()
+            for v, ct in zip(eqn.invars, cts_in):
+                accumulate(v, ct)
     return [ct_env.get(v) for v in jaxpr.invars]
+
+
+_MISSING = object()
+
+# ---------------------------------------------------------------- cached VJP rules
+#
+# An eager backward pass applies each VJP rule to concrete values: the rule's Python
+# (index bookkeeping, unbroadcast checks, scalar constants) runs every step, and it
+# computes every operand's cotangent, also those nobody reads (a matmul's cotangent
+# for the input batch, a divisor's). For the rules of fgrad.lax, which depend only on
+# shapes, dtypes and params, the rule is traced once per signature into a jaxpr that
+# keeps just the wanted cotangents (dead code removed); later steps evaluate it.
+
+#: Modules whose VJP rules are pure functions of avals and params. Not control flow
+#: (rules trace sub-jaxprs), nor custom_vjp/debug rules (user code, side effects).
+_CACHEABLE_RULE_MODULES = frozenset(
+    {
+        "fgrad.lax.elementwise",
+        "fgrad.lax.shapes",
+        "fgrad.lax.contractions",
+        "fgrad.lax.reductions",
+        "fgrad.lax.indexing",
+        "fgrad.lax.convolution",
+        "fgrad.lax.windows",
+        "fgrad.lax.bits",
+    }
+)
+_RULE_CACHE: dict = {}
+_UNCACHEABLE = object()
+
+
+def _cached_rule(prim, wanted: tuple, cts_arg, invals: list, out_arg, params: dict):
+    """The cotangents ``prim.vjp_rule`` gives for the ``wanted`` operands (None for the
+    others), from the cached jaxpr of the rule; None when the rule cannot be cached
+    (then the caller runs the rule itself)."""
+    multiple = prim.multiple_results
+    args = [*cts_arg, *invals, *out_arg] if multiple else [cts_arg, *invals, out_arg]
+    sig = []
+    for a in args:
+        if type(a) is not Array:
+            return None  # tracers (grad of grad, jit) or Python values: the rule itself
+        v = a._v
+        sig.append(v.shape)
+        sig.append(v.dtype)
+    try:
+        pkey = tuple([(k, p.__class__, p) for k, p in params.items()])
+        key = (prim, wanted, tuple(sig), pkey)
+        entry = _RULE_CACHE.get(key)
+    except TypeError:  # unhashable params
+        return None
+    if entry is None:
+        entry = _trace_rule(prim, wanted, args, len(invals), params)
+        if len(_RULE_CACHE) >= 4096:
+            _RULE_CACHE.clear()
+        _RULE_CACHE[key] = entry
+    if entry is _UNCACHEABLE:
+        return None
+    program, n_slots, consts, results, positions = entry
+    env = args + consts
+    env += [None] * (n_slots - len(env))
+    for p, ins, outs, params_ in program:
+        vals = [env[i] for i in ins]
+        for v in vals:
+            if type(v) is not Array:
+                res = p.bind(*vals, **params_)  # e.g. an outer trace's value
+                if not p.multiple_results:
+                    res = [res]
+                break
+        else:
+            if vals:
+                res = _execute(p, [v._v for v in vals], params_)[0]
+            else:  # iota and the like: bind, in case an outer trace must record it
+                res = p.bind(**params_)
+                if not p.multiple_results:
+                    res = [res]
+        for i, r in zip(outs, res):
+            env[i] = r
+    cts = [None] * len(invals)
+    for i, slot in zip(positions, results):
+        cts[i] = env[slot]
+    return cts
+
+
+def _trace_rule(prim, wanted: tuple, args: list, n_in: int, params: dict):
+    """Trace the rule abstractly, keep the wanted outputs, drop dead equations."""
+    n_out = (len(args) - n_in) // 2 if prim.multiple_results else 1  # cts, ins, outs
+    positions: list[int] = []
+
+    def rule(*xs):
+        if prim.multiple_results:
+            cts, ins, outs = list(xs[:n_out]), xs[n_out : n_out + n_in], list(xs[n_out + n_in :])
+        else:
+            cts, ins, outs = xs[0], xs[1 : 1 + n_in], xs[1 + n_in]
+        res = prim.vjp_rule(cts, *ins, out=outs, **params)
+        kept = []
+        for i, (r, w) in enumerate(zip(res, wanted)):
+            if w and r is not None:
+                positions.append(i)
+                kept.append(_to_operand(r))
+        return kept
+
+    try:
+        jaxpr, consts, _, _ = trace_to_jaxpr(rule, [a.aval for a in args], name="vjp rule")
+    except Exception:  # e.g. a rule that needs concrete values: run it eagerly
+        return _UNCACHEABLE
+    live = {v for v in jaxpr.outvars if isinstance(v, Var)}
+    eqns = []
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.primitive.effectful or any(v in live for v in eqn.outvars):
+            eqns.append(eqn)
+            live.update(v for v in eqn.invars if isinstance(v, Var))
+    eqns.reverse()
+    # As a flat program over a list of slots: the arguments, the constants (the
+    # jaxpr's consts, then its literals), then each equation's outputs.
+    n_args = len(args)
+    consts = list(consts)
+    slot: dict[Any, int] = {v: i for i, v in enumerate(jaxpr.invars)}
+    for k, v in enumerate(jaxpr.constvars):
+        slot[v] = n_args + k
+    for atom in [v for eqn in eqns for v in eqn.invars] + list(jaxpr.outvars):
+        if isinstance(atom, Literal) and atom not in slot:
+            slot[atom] = n_args + len(consts)
+            consts.append(atom.val)
+    n = n_args + len(consts)
+    program = []
+    for eqn in eqns:
+        ins = [slot[v] for v in eqn.invars]
+        outs = []
+        for v in eqn.outvars:
+            slot[v] = n
+            outs.append(n)
+            n += 1
+        program.append((eqn.primitive, ins, outs, eqn.params))
+    results = [slot[v] for v in jaxpr.outvars]
+    return program, n, consts, results, positions
 
 
 def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
@@ -324,6 +504,14 @@ def grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
 
 def _check_differentiable_inputs(diff_args, nums) -> None:
+    for leaf in tree_util.tree_leaves(diff_args):
+        if type(leaf) is Array:
+            if not is_float_dtype(leaf._v.dtype):
+                break
+        elif not is_float_dtype(_to_operand(leaf).dtype):
+            break
+    else:
+        return  # all floating point (the common case: no key paths needed)
     leaves, _ = tree_util.tree_flatten_with_path(diff_args)
     for path, leaf in leaves:
         dtype = _to_operand(leaf).dtype

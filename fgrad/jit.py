@@ -73,6 +73,150 @@ class _Signature:
         self.avals = avals
 
 
+# ------------------------------------------------------------ the call fast path
+#
+# A jitted training step is called again and again with the same pytree structure
+# and the same leaf shapes. For that case the generic path (tree_flatten, a key of
+# (treedef, shapes, dtypes), tree_unflatten of the outputs) costs more than running
+# a small program. So, once a structure has been seen, a flattener specialised to it
+# is generated: straight-line code that checks the containers (exact type, length,
+# keys), reads each leaf's buffer and builds the signature in one expression; any
+# mismatch returns None and the call takes the generic path. Likewise each cached
+# program gets a generated function that wraps its outputs and rebuilds the output
+# pytree. Only dict/list/tuple/namedtuple/None containers and Array leaves are handled.
+
+_FAST_NODES = (dict, list, tuple, type(None))
+
+
+def _is_namedtuple(node_type) -> bool:
+    return tree_util._kind_of(node_type) is tree_util._NAMEDTUPLE_KIND
+
+
+def _spec_is_plain(spec) -> bool:
+    if spec is tree_util._LEAF:
+        return True
+    node_type, _, children = spec
+    return (node_type in _FAST_NODES or _is_namedtuple(node_type)) and all(
+        _spec_is_plain(c) for c in children
+    )
+
+
+def _make_fast_flatten(spec):
+    """Generate ``flatten(args) -> (vals, sig) | None`` for the tuple of positional
+    arguments whose structure is ``spec`` (the spec of the list of arguments)."""
+    if not _spec_is_plain(spec) or spec[0] is not list:
+        return None
+    lines: list[str] = []
+    consts: dict[str, Any] = {}
+    leaves: list[str] = []
+    counter = [0]
+
+    def fresh(prefix: str) -> str:
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def visit(node: str, sp, indent: str = "    ") -> None:
+        if sp is tree_util._LEAF:
+            leaves.append(node)
+            return
+        node_type, aux, children = sp
+        if node_type is type(None):
+            lines.append(f"{indent}if {node} is not None: return None")
+            return
+        tname = fresh("T")
+        consts[tname] = node_type
+        lines.append(
+            f"{indent}if type({node}) is not {tname} or len({node}) != {len(children)}: return None"
+        )
+        unpack(node, node_type, aux, children, indent)
+
+    def unpack(node, node_type, aux, children, indent) -> None:
+        names = [fresh("n") for _ in children]
+        if node_type is dict:
+            for name, key in zip(names, aux):  # a missing key: KeyError, below
+                kname = fresh("K")
+                consts[kname] = key
+                lines.append(f"{indent}{name} = {node}[{kname}]")
+        elif names:
+            lines.append(f"{indent}{', '.join(names)}, = {node}")
+        for name, c in zip(names, children):
+            visit(name, c, indent)
+
+    # The root is the tuple of positional arguments (flattened as a list).
+    lines.append(f"    if len(args) != {len(spec[2])}: return None")
+    lines.append("    try:")
+    unpack("args", list, None, spec[2], "        ")
+    lines.append("    except KeyError:")
+    lines.append("        return None")
+    vals = []
+    for leaf in leaves:
+        v = fresh("v")
+        lines.append(f"    if type({leaf}) is not _Array: return None")
+        lines.append(f"    {v} = {leaf}._v")
+        lines.append(f"    if type({v}) is not _ndarray: return None")
+        vals.append(v)
+    sig = "".join(f"{v}.shape, {v}.dtype, " for v in vals)
+    lines.append(f"    return [{', '.join(vals)}], ({sig})")
+    src = "def fast_flatten(args):\n" + "\n".join(lines) + "\n"
+    g = {"_Array": Array, "_ndarray": np.ndarray, **consts}
+    exec(compile(src, "<fgrad.jit fast_flatten>", "exec"), g)  # noqa: S102
+    return g["fast_flatten"]
+
+
+def _make_fast_unflatten(out_tree):
+    """Generate ``unflatten(outs)``: wrap the program's outputs as Arrays and rebuild
+    ``out_tree`` (as ``tree_unflatten(out_tree, [_wrap(o) for o in outs])``)."""
+    spec = out_tree._spec
+    if not _spec_is_plain(spec):
+        return None
+    consts: dict[str, Any] = {}
+    n_leaves = out_tree.num_leaves
+    counter = [0]
+
+    def build(sp) -> str:
+        if sp is tree_util._LEAF:
+            i = counter[0]
+            counter[0] += 1
+            return f"a{i}"
+        node_type, aux, children = sp
+        if node_type is type(None):
+            return "None"
+        parts = [build(c) for c in children]
+        if node_type is dict:
+            items = []
+            for key, part in zip(aux, parts):
+                kname = f"K{len(consts)}"
+                consts[kname] = key
+                items.append(f"{kname}: {part}")
+            return "{" + ", ".join(items) + "}"
+        if node_type is list:
+            return "[" + ", ".join(parts) + "]"
+        if node_type is tuple:
+            return "(" + "".join(p + ", " for p in parts) + ")"
+        tname = f"T{len(consts)}"  # a namedtuple
+        if not parts:  # immutable and empty (e.g. an optimizer's EmptyState): built once
+            consts[tname] = node_type()
+            return tname
+        consts[tname] = node_type
+        return f"{tname}({', '.join(parts)})"
+
+    expr = build(spec)
+    lines = []
+    if n_leaves:
+        lines.append(f"    {''.join(f'o{i}, ' for i in range(n_leaves))}= outs")
+    for i in range(n_leaves):
+        lines += [
+            f"    a{i} = _new(_Array)",
+            f"    if type(o{i}) is _ndarray: o{i}.setflags(False)",  # read-only
+            f"    a{i}._v = o{i}",
+        ]
+    lines.append(f"    return {expr}")
+    src = "def fast_unflatten(outs):\n" + "\n".join(lines) + "\n"
+    g = {"_Array": Array, "_ndarray": np.ndarray, "_new": object.__new__, **consts}
+    exec(compile(src, "<fgrad.jit fast_unflatten>", "exec"), g)  # noqa: S102
+    return g["fast_unflatten"]
+
+
 class JittedFunction:
     """A function compiled by ``fgrad.jit``; call it like the original."""
 
@@ -89,9 +233,32 @@ class JittedFunction:
         # this includes each new program's first run).
         self.compile_time = 0.0
         self._last_sig: _Signature | None = None
+        # The fast path (see _make_fast_flatten): the flattener of the last
+        # structure seen, and its leaf signatures -> keys of ``_cache``.
+        self._fast_flatten = None
+        self._fast_keys: dict = {}
+        # in_tree -> (flattener or None, its keys), for a few recent structures.
+        self._fast_by_tree: dict = {}
 
     # ------------------------------------------------------------ call path
     def __call__(self, *args, **kwargs):
+        fast = self._fast_flatten
+        if fast is not None and not kwargs:
+            found = fast(args)
+            if found is not None:
+                vals, fsig = found
+                hit = self._fast_keys.get(fsig)
+                if hit is not None and hit[1] == (self.backend or config.default_backend):
+                    key, _, entry = hit
+                    if len(self._cache) > 1:
+                        self._cache.move_to_end(key)  # least recently used programs go first
+                    outs = entry[0](*vals)
+                    if config.debug_nans or config.debug_infs:
+                        _check_outputs(entry[2], vals, outs)
+                    return entry[3](outs)
+        return self._call_slow(args, kwargs)
+
+    def _call_slow(self, args, kwargs):
         if kwargs or self.static_argnums:
             static_pos = self.static_argnums
             static_kw = {k: kwargs[k] for k in self.static_argnames if k in kwargs}
@@ -123,19 +290,51 @@ class JittedFunction:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, in_tree, vals, static_kw)
-            program, out_tree, closed = entry
+            program, out_tree, closed, fast_unflatten = entry
             t0 = time.perf_counter()
             outs = program(*vals)  # Numba compiles (or loads from disk) on first call
             self.compile_time += time.perf_counter() - t0
         else:
             if len(self._cache) > 1:
                 self._cache.move_to_end(key)  # least recently used programs go first
-            program, out_tree, closed = entry
+            program, out_tree, closed, fast_unflatten = entry
             outs = program(*vals)
+        if fast_unflatten is not None and not kwargs and not self.static_argnums:
+            self._note_fast(in_tree, vals, key, entry)
         if config.debug_nans or config.debug_infs:
             _check_outputs(closed, vals, outs)
+        if fast_unflatten is not None:
+            return fast_unflatten(outs)
         wrap = _wrap
         return tree_util.tree_unflatten(out_tree, [wrap(o) for o in outs])
+
+    def _note_fast(self, in_tree, vals, key, entry) -> None:
+        """Let later calls with this structure and these leaves take the fast path."""
+        if data_backend_of(vals) is not None:
+            return
+        try:
+            known = self._fast_by_tree.get(in_tree)
+        except TypeError:  # unhashable aux data in the structure
+            return
+        if known is None:
+            if len(self._fast_by_tree) >= 8:
+                self._fast_by_tree.clear()
+            # in_tree is the structure of (args, kwargs): the spec of the args list.
+            known = (_make_fast_flatten(in_tree._spec[2][0]), {})
+            self._fast_by_tree[in_tree] = known
+        self._fast_flatten, self._fast_keys = known
+        if known[0] is None:
+            return
+        fsig = tuple(x for v in vals for x in (v.shape, v.dtype))
+        if len(self._fast_keys) >= 4 * config.jit_cache_size:
+            self._fast_keys.clear()
+        self._fast_keys[fsig] = (key, key[3], entry)
+
+    def _forget_fast(self) -> None:
+        """Called whenever ``_cache`` drops programs: the fast path must not run them."""
+        self._fast_flatten = None
+        self._fast_keys = {}
+        self._fast_by_tree = {}
 
     # ------------------------------------------------------------ tracing and compiling
     def _compile(self, key, args, kwargs, in_tree, vals, static_kw):
@@ -162,9 +361,11 @@ class JittedFunction:
         sig = self._signature(key, in_tree, avals, len(args))
         self._note_retrace(sig, elapsed)
         self._last_sig = sig
-        self._cache[key] = (program, out_store["tree"], closed)
+        out_tree = out_store["tree"]
+        self._cache[key] = (program, out_tree, closed, _make_fast_unflatten(out_tree))
         while len(self._cache) > config.jit_cache_size:
             self._cache.popitem(last=False)
+            self._forget_fast()
         return self._cache[key]
 
     def _signature(self, key, in_tree, avals, n_args) -> _Signature:
@@ -200,7 +401,7 @@ class JittedFunction:
             f"static arguments) compiles again: keep shapes fixed (pad the last batch) or "
             f"mark configuration arguments static.",
             RetraceWarning,
-            stacklevel=4,
+            stacklevel=5,  # the user's call: __call__, _call_slow, _compile, _note_retrace
         )
 
     def cache_size(self) -> int:
@@ -210,6 +411,7 @@ class JittedFunction:
     def clear_cache(self) -> None:
         """Drop every compiled program of this function."""
         self._cache.clear()
+        self._forget_fast()
 
     def lower_jaxpr(self, *args, **kwargs) -> ClosedJaxpr:
         """The jaxpr this function compiles for these arguments (for inspection)."""
@@ -221,6 +423,14 @@ class JittedFunction:
         """The compiled program used for these arguments (compiling it if needed)."""
         self(*args, **kwargs)
         return next(reversed(self._cache.values()))[0] if self._cache else None
+
+
+def data_backend_of(vals):
+    """The backend of the first device buffer among ``vals`` (None: all NumPy)."""
+    for v in vals:
+        if type(v) is not np.ndarray:
+            return v.fgrad_backend
+    return None
 
 
 def _check_outputs(closed: ClosedJaxpr, vals, outs) -> None:
@@ -257,7 +467,7 @@ def _wrap(v) -> Array:
     Array.__init__'s checks."""
     a = object.__new__(Array)
     if type(v) is np.ndarray:
-        v.flags.writeable = False
+        v.setflags(False)  # read-only
     a._v = v
     return a
 

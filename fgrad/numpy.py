@@ -27,6 +27,12 @@ from fgrad.core import (
     user_frame,
 )
 from fgrad.lax import indexing as _ix
+from fgrad.lax.elementwise import add_p as _add_p
+from fgrad.lax.elementwise import div_p as _div_p
+from fgrad.lax.elementwise import max_p as _max_p
+from fgrad.lax.elementwise import min_p as _min_p
+from fgrad.lax.elementwise import mul_p as _mul_p
+from fgrad.lax.elementwise import sub_p as _sub_p
 
 # ---------------------------------------------------------------- dtypes and constants
 
@@ -244,17 +250,76 @@ def _promote(name: str, *args):
     if len(args) == 2:
         x, y = args
         tx, ty = type(x), type(y)
-        if tx is Array and ty is Array:  # the eager hot path: nothing to convert
-            vx, vy = x._v, y._v
-            if vx.dtype == vy.dtype and (vx.shape == vy.shape or not vx.ndim or not vy.ndim):
-                return [x, y]
-        elif tx is Array and (ty is float or ty is int):
+        if tx is Array:
+            vx = x._v
+            sx, dx = vx.shape, vx.dtype
+        elif isinstance(x, Tracer):
+            sx, dx = x.aval.shape, x.aval.dtype
+        else:
+            sx = None
+        if ty is Array:
+            vy = y._v
+            sy, dy = vy.shape, vy.dtype
+        elif isinstance(y, Tracer):
+            sy, dy = y.aval.shape, y.aval.dtype
+        else:
+            sy = None
+        if sx is not None and sy is not None:
+            # The hot path: two typed operands of one dtype need no cast.
+            if dx == dy:
+                if sx == sy or not sx or not sy:
+                    return [x, y]
+                shape = _broadcast_shape(sx, sy)
+                if shape is not None:
+                    return [
+                        x if sx == shape else broadcast_to(x, shape),
+                        y if sy == shape else broadcast_to(y, shape),
+                    ]
+        elif sx is not None and (ty is float or ty is int):
             # A weak Python scalar takes the array's dtype, except a float with an
             # integer array (NEP 50 widens that: leave it to the general path).
-            dt = x._v.dtype
-            if dt.kind == "f" or (ty is int and dt.kind in "iu" and _fits(y, dt)):
-                return [x, Array(np.asarray(y, dtype=dt))]
+            if dx.kind == "f" or (ty is int and dx.kind in "iu" and _fits(y, dx)):
+                return [x, _scalar_const(y, dx)]
+        elif sy is not None and (tx is float or tx is int):
+            if dy.kind == "f" or (tx is int and dy.kind in "iu" and _fits(x, dy)):
+                return [_scalar_const(x, dy), y]
     return _promote_slow(name, *args)
+
+
+_BROADCAST_SHAPES: dict = {}
+
+
+def _broadcast_shape(sx: tuple, sy: tuple):
+    """NumPy's broadcast of two shapes (cached), or None if they do not broadcast."""
+    key = (sx, sy)
+    shape = _BROADCAST_SHAPES.get(key)
+    if shape is None:
+        try:
+            shape = np.broadcast_shapes(sx, sy)
+        except ValueError:
+            return None
+        if len(_BROADCAST_SHAPES) >= 1024:
+            _BROADCAST_SHAPES.clear()
+        _BROADCAST_SHAPES[key] = shape
+    return shape
+
+
+_SCALAR_CONSTS: dict = {}
+
+
+def _scalar_const(value: Any, dt: np.dtype) -> Array:
+    """A Python scalar as a rank-0 Array of dtype ``dt``; Arrays are immutable, so the
+    constants of hot loops (``x * 2.0``, ``1.0 - p``) are cached."""
+    ty = type(value)
+    # 0.0 == -0.0 (and hash alike): the sign is part of the key.
+    key = (ty, value, dt, math.copysign(1.0, value) if ty is float else 0)
+    a = _SCALAR_CONSTS.get(key)
+    if a is None:
+        a = Array(np.asarray(value, dtype=dt))
+        if len(_SCALAR_CONSTS) >= 1024:
+            _SCALAR_CONSTS.clear()
+        _SCALAR_CONSTS[key] = a
+    return a
 
 
 def _fits(value: int, dtype: np.dtype) -> bool:
@@ -289,22 +354,41 @@ def broadcast_to(x, shape):
     """Broadcast ``x`` to ``shape`` with NumPy's rules."""
     x = _arr(x)
     shape = tuple(shape)
-    if tuple(x.shape) == shape:
+    x_shape = tuple(x.shape)
+    if x_shape == shape:
         return x
+    plan = _BROADCAST_PLANS.get((x_shape, shape))
+    if plan is None:
+        plan = _broadcast_plan(x_shape, shape)
+    squeezed, dims = plan
+    if squeezed is not None:
+        x = lax.reshape(x, squeezed)
+    return lax.broadcast_in_dim(x, shape, dims)
+
+
+_BROADCAST_PLANS: dict = {}
+
+
+def _broadcast_plan(x_shape: tuple, shape: tuple):
+    """How ``broadcast_to`` maps ``x_shape`` onto ``shape`` (cached): the shape to
+    squeeze ``x`` to first (or None) and the broadcast dimensions."""
     try:
-        np.broadcast_shapes(tuple(x.shape), shape)
-        if len(shape) < len(x.shape):
+        np.broadcast_shapes(x_shape, shape)
+        if len(shape) < len(x_shape):
             raise ValueError
     except ValueError:
         raise FgradTypeError(
-            f"broadcast_to: cannot broadcast shape {tuple(x.shape)} to {shape} at {user_frame()}"
+            f"broadcast_to: cannot broadcast shape {x_shape} to {shape} at {user_frame()}"
         ) from None
-    lead = len(shape) - len(x.shape)
+    lead = len(shape) - len(x_shape)
     # Axes of size 1 stretched by broadcasting are squeezed first, then re-added.
-    keep = [i for i, n in enumerate(x.shape) if not (n == 1 and shape[lead + i] != 1)]
-    if len(keep) != len(x.shape):
-        x = lax.reshape(x, [x.shape[i] for i in keep])
-    return lax.broadcast_in_dim(x, shape, tuple(lead + i for i in keep))
+    keep = [i for i, n in enumerate(x_shape) if not (n == 1 and shape[lead + i] != 1)]
+    squeezed = [x_shape[i] for i in keep] if len(keep) != len(x_shape) else None
+    plan = (squeezed, tuple(lead + i for i in keep))
+    if len(_BROADCAST_PLANS) >= 1024:
+        _BROADCAST_PLANS.clear()
+    _BROADCAST_PLANS[(x_shape, shape)] = plan
+    return plan
 
 
 def broadcast_arrays(*args):
@@ -328,17 +412,17 @@ def _float_operand(name: str, x):
 
 def add(x, y):
     """Elementwise ``x + y`` with broadcasting."""
-    return lax.add(*_promote("add", x, y))
+    return _add_p.bind(*_promote("add", x, y))  # promoted: no lax.add checks needed
 
 
 def subtract(x, y):
     """Elementwise ``x - y`` with broadcasting."""
-    return lax.sub(*_promote("subtract", x, y))
+    return _sub_p.bind(*_promote("subtract", x, y))
 
 
 def multiply(x, y):
     """Elementwise ``x * y`` with broadcasting."""
-    return lax.mul(*_promote("multiply", x, y))
+    return _mul_p.bind(*_promote("multiply", x, y))
 
 
 def divide(x, y):
@@ -347,7 +431,7 @@ def divide(x, y):
     if not is_float_dtype(x.dtype):
         # Unlike the unary functions, NumPy's true_divide has only a float64 loop for them.
         x, y = lax.convert_element_type(x, np.float64), lax.convert_element_type(y, np.float64)
-    return lax.div(x, y)
+    return _div_p.bind(x, y)
 
 
 true_divide = divide
@@ -431,12 +515,12 @@ def _bool_to_int8(x):
 
 def maximum(x, y):
     """Elementwise maximum (at ties the gradient is split evenly, as in JAX)."""
-    return lax.max(*_promote("maximum", x, y))
+    return _max_p.bind(*_promote("maximum", x, y))
 
 
 def minimum(x, y):
     """Elementwise minimum (at ties the gradient is split evenly, as in JAX)."""
-    return lax.min(*_promote("minimum", x, y))
+    return _min_p.bind(*_promote("minimum", x, y))
 
 
 def _unary_float(name: str, fn):
@@ -680,10 +764,21 @@ def _keep(out, x_shape, axes, keepdims):
     return lax.reshape(out, shape)
 
 
+_SUM_DTYPES: dict = {}
+
+
+def _sum_dtype(dt: np.dtype) -> np.dtype:
+    """NumPy's accumulator dtype for ``sum`` (bools and small ints widen)."""
+    out = _SUM_DTYPES.get(dt)
+    if out is None:
+        out = _SUM_DTYPES[dt] = np.sum(np.zeros(1, dt)).dtype
+    return out
+
+
 def sum(a, axis=None, dtype=None, keepdims=False):  # noqa: A001
     """Sum over ``axis`` (all axes by default); bools/small ints widen as in NumPy."""
     a = _arr(a)
-    out_dtype = dtype or np.sum(np.zeros(1, a.dtype)).dtype
+    out_dtype = dtype or _sum_dtype(a.dtype)
     if a.dtype != out_dtype:
         a = lax.convert_element_type(a, out_dtype)
     axes = _axes(axis, a.ndim)

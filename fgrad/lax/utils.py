@@ -25,7 +25,10 @@ def operand_dtype(x: Any) -> np.dtype | None:
 
 def promote_scalars(*args: Any) -> list[Any]:
     """Give Python scalars the dtype of the first typed operand (lax's weak scalars)."""
-    if all(isinstance(a, Array | Tracer) for a in args):
+    for a in args:
+        if type(a) is not Array and not isinstance(a, Tracer):
+            break
+    else:
         return list(args)
     dtype = next((d for d in map(operand_dtype, args) if d is not None), None)
     return [asarray_operand(a, dtype) for a in args]
