@@ -20,9 +20,9 @@ from fgrad.core import Primitive
 
 def run(prim: Primitive, vals: Sequence[np.ndarray], params: dict[str, Any]) -> list[np.ndarray]:
     """Run ``prim`` eagerly on the CPU; always returns a list of outputs."""
-    kernel = KERNELS.get(prim.name)
+    kernel = KERNELS.get(prim.name) or prim.impl  # (inlined reference.run: hot path)
     if kernel is None:
-        return reference.run(prim, vals, params)
+        return reference.run(prim, vals, params)  # raises its clear error
     out = kernel(*vals, **params)
     return list(out) if prim.multiple_results else [out]
 
