@@ -6,8 +6,9 @@ body closes over become explicit leading operands), so it prints nested in
 program. The rules are written with the public functions themselves:
 
 * scan's JVP is a scan of the body's JVP; its VJP is backpropagation through time:
-  a forward scan records the carry entering each step, then a reverse scan applies
-  the body's VJP step by step (recomputing each step's internals from its carry).
+  a forward scan records each step's residuals (what the body's backward pass reads),
+  then a reverse scan runs the body's backward pass step by step on them. Under
+  ``jit`` the recording scan replaces the primal one (``loops.merge_scans``).
 * cond's JVP/VJP are conds over the branches' JVPs/VJPs.
 * while_loop supports forward mode; reverse mode needs a static trip count, so it is
   a clear error that points to ``scan``/``fori_loop``.
@@ -163,33 +164,81 @@ def _scan_jvp(ts, *args, out, jaxpr, num_consts, num_carry, length, reverse):
 
 @scan_p.def_vjp
 def _scan_vjp(cts, *args, out, jaxpr, num_consts, num_carry, length, reverse):
-    from fgrad.ad import vjp
+    """Backpropagation through time, without recomputing the steps' internals.
 
+    A forward scan runs the body and, besides its own outputs, stacks the *residuals*
+    of every step: the values the body's backward pass reads (gate activations, the
+    carry entering the step, ...), the way JAX's partial evaluation of scan does. Its
+    body shares the primal body's equations (the same list), so ``merge_scans`` (see
+    ``fgrad.backends.cpu.loops``) can fuse it with the primal scan under ``jit``: the
+    forward then runs once. A reverse scan applies the body's backward pass
+    (``ad.backward_pass`` over the recorded residuals) step by step.
+    """
     nc, nk = num_consts, num_carry
     consts, init, xs = _split3(args, nc, nk)
     ct_carry, ct_ys = list(cts[:nk]), list(cts[nk:])
+    const_in, _, x_in = _split3(jaxpr.invars, nc, nk)
+    every, needed = _body_residuals(jaxpr)
+    known = set(const_in) | set(x_in)
+    recorded = [v for v in needed if v not in known]
+    # Values the backward pass passes to rules that do not read them: typed stand-ins
+    # (dead code once traced).
+    unread = [v for v in every if v not in known and v not in set(needed)]
+    record_jaxpr = Jaxpr([], jaxpr.invars, jaxpr.eqns, list(jaxpr.outvars) + recorded)
+    fwd = scan_p.bind(
+        *args,
+        jaxpr=record_jaxpr,
+        num_consts=nc,
+        num_carry=nk,
+        length=length,
+        reverse=reverse,
+    )
+    stacked = list(fwd[len(jaxpr.outvars) :])
+    avals = [v.aval for v in jaxpr.invars]
 
-    # Forward: record the carry that enters every step.
-    def record(carry, x):
-        outs = _run_jaxpr(jaxpr, *consts, *carry, *x)
-        return list(outs[:nk]), list(carry)
-
-    _, carries = scan(record, init, xs, length=length, reverse=reverse)
-
-    # Backward: walk the steps in the opposite order, applying the body's VJP.
     def back(acc, step):
+        from fgrad.ad import backward_pass
+
         ct_consts, ct_k = acc
-        carry_t, x_t, ct_y_t = step
-        _, f_vjp = vjp(lambda c, k, x: _run_jaxpr(jaxpr, *c, *k, *x), consts, carry_t, x_t)
-        d_c, d_k, d_x = f_vjp(list(ct_k) + list(ct_y_t))
+        res_t, x_t, ct_y_t = step
+        values = dict(zip(const_in, consts))
+        values.update(zip(x_in, x_t))
+        values.update(zip(recorded, res_t))
+        values.update((v, _zeros(v.aval)) for v in unread)
+        d = backward_pass(jaxpr, values, list(ct_k) + list(ct_y_t))
+        d = [_zeros(a) if c is None else c for c, a in zip(d, avals)]
+        d_c, d_k, d_x = _split3(d, nc, nk)
         return ([a + b for a, b in zip(ct_consts, d_c)], list(d_k)), list(d_x)
 
     zero_consts = [_zeros_like(c) for c in consts]
     (ct_consts, ct_init), ct_xs = scan(
-        back, (zero_consts, ct_carry), (carries, xs, ct_ys), length=length, reverse=not reverse
+        back, (zero_consts, ct_carry), (stacked, xs, ct_ys), length=length, reverse=not reverse
     )
     result = list(ct_consts) + list(ct_init) + list(ct_xs)
     return tuple(r if is_float_dtype(a.dtype) else None for r, a in zip(result, args))
+
+
+def _body_residuals(jaxpr: Jaxpr) -> tuple[list[Var], list[Var]]:
+    """All vars the body's backward pass may touch, and those it really reads."""
+    hit = _RESIDUALS.get(id(jaxpr))
+    if hit is not None and hit[0] is jaxpr:
+        return hit[1], hit[2]
+    from fgrad.ad import needed_residuals, residual_vars
+
+    every, needed = residual_vars(jaxpr), needed_residuals(jaxpr)
+    if len(_RESIDUALS) > 256:
+        _RESIDUALS.clear()
+    _RESIDUALS[id(jaxpr)] = (jaxpr, every, needed)
+    return every, needed
+
+
+_RESIDUALS: dict[int, tuple[Jaxpr, list[Var], list[Var]]] = {}
+
+
+def _zeros(aval: ShapedArray):
+    from fgrad.lax.shapes import full
+
+    return full(aval.shape, 0, aval.dtype)
 
 
 def _zeros_like(x):

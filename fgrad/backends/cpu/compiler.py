@@ -27,6 +27,7 @@ import numpy as np
 from fgrad.backends.cpu.buffers import BufferPlanner, last_uses
 from fgrad.backends.cpu.emit import EMITTERS
 from fgrad.backends.cpu.kernel_cache import load_kernel
+from fgrad.backends.cpu.loops import optimize_loops
 from fgrad.backends.cpu.segments import (
     FUSED_REDUCTIONS,
     MERGE_MAX_ELEMENTS,
@@ -245,7 +246,8 @@ class Program:
     """A compiled jaxpr: call it with NumPy arrays, get a list of NumPy arrays."""
 
     def __init__(self, closed: ClosedJaxpr, fuse: bool = True):
-        jaxpr = inline_calls(closed.jaxpr)
+        # Loop rewrites (one forward scan for grad-of-scan, sums hoisted out of loops).
+        jaxpr = optimize_loops(inline_calls(closed.jaxpr)) if fuse else inline_calls(closed.jaxpr)
         closed = ClosedJaxpr(jaxpr, closed.consts)
         self.jaxpr = jaxpr
         eqns = dce(jaxpr)
