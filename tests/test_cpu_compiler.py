@@ -194,3 +194,66 @@ def test_jitted_mlp_training_step_reuses_buffers_and_matches_eager():
     np.testing.assert_allclose(float(np.asarray(v_j)), float(np.asarray(v_e)), rtol=1e-5)
     for k in p:
         np.testing.assert_allclose(np.asarray(p_j[k]), np.asarray(p_e[k]), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- slices as offset loads
+
+
+def _gates(z, c):
+    hid = z.shape[1] // 4
+    i = fgrad.nn.sigmoid(z[:, :hid])
+    f = fgrad.nn.sigmoid(z[:, hid : 2 * hid])
+    g = fnp.tanh(z[:, 2 * hid : 3 * hid])
+    o = fgrad.nn.sigmoid(z[:, 3 * hid :])
+    c = f * c + i * g
+    return o * fnp.tanh(c), c
+
+
+@pytest.mark.parametrize("batch", [3, 70])
+def test_unit_stride_slices_fuse_as_offset_loads(batch):
+    rng = np.random.default_rng(11)
+    z = fnp.asarray(rng.normal(size=(batch, 4 * 64)).astype(np.float32))
+    c = fnp.asarray(rng.normal(size=(batch, 64)).astype(np.float32))
+    f = fgrad.jit(_gates)
+    program = f.program(z, c)
+    names = [e.primitive.name for g in program.groups for e in g.eqns]
+    assert names.count("slice") == 4 and len(program.groups) == 1
+    assert "_f" not in program.source  # no slice runs outside the fused loop
+    (h_e, c_e), (h_j, c_j) = _gates(z, c), f(z, c)
+    np.testing.assert_allclose(np.asarray(h_j), np.asarray(h_e), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(c_j), np.asarray(c_e), rtol=1e-5, atol=1e-6)
+
+
+def test_slice_offsets_are_runtime_arguments():
+    # A slice whose start depends on the batch size: the kernel source is the same.
+    def f(x):
+        n = x.shape[0] // 2
+        return fnp.exp(x[n:]) + x[:n]
+
+    srcs = []
+    for n in (8, 12):
+        x = fnp.asarray(np.arange(n * 3, dtype=np.float32).reshape(n, 3) / 10)
+        program = fgrad.jit(f).program(x)
+        srcs.append(sorted(program.segment_sources.values()))
+        xs = np.asarray(x)
+        np.testing.assert_allclose(
+            np.asarray(fgrad.jit(f)(x)), np.exp(xs[n // 2 :]) + xs[: n // 2], rtol=1e-6
+        )
+    assert srcs[0] == srcs[1]
+
+
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple),
+    data=st.data(),
+)
+def test_fused_slices_match_eager(shape, data):
+    starts = [data.draw(st.integers(0, n - 1)) for n in shape]
+    limits = [data.draw(st.integers(s + 1, n)) for s, n in zip(starts, shape)]
+    x = fnp.asarray(np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32))
+
+    def f(x):
+        idx = tuple(slice(s, e) for s, e in zip(starts, limits))
+        return fnp.tanh(x[idx]) * 2.0 + x[idx]
+
+    eager, jitted = _eager_and_jit(f, x)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)

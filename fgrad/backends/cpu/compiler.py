@@ -106,10 +106,17 @@ class FusionGroup:
         return f"FusionGroup({self.shape}: {names})"
 
 
-def _fusible(eqn: Eqn) -> bool:
+def _fusible(eqn: Eqn, slices: bool = False) -> bool:
     name = eqn.primitive.name
     if name == "broadcast_in_dim":
         return True
+    if name == "slice":
+        # A unit-stride slice is a load at an offset: the LSTM's gate slices then read
+        # the pre-activations in place instead of being copied first.
+        x = eqn.invars[0]
+        return (
+            slices and isinstance(x, Var) and x.aval.ndim > 0 and set(eqn.params["strides"]) <= {1}
+        )
     emitter = EMITTERS.get(name)
     if emitter is None or len(eqn.outvars) != 1:
         return False
@@ -133,7 +140,10 @@ def _reduction_target(eqn: Eqn, producer: dict) -> FusionGroup | None:
 
 
 def partition(
-    eqns: Sequence[Eqn], outvars: Sequence[Any], fuse_reductions: bool = False
+    eqns: Sequence[Eqn],
+    outvars: Sequence[Any],
+    fuse_reductions: bool = False,
+    fuse_slices: bool = False,
 ) -> list[Eqn | FusionGroup]:
     """Split equations into fusion groups and single equations, in a valid order.
 
@@ -144,7 +154,8 @@ def partition(
     With ``fuse_reductions``, a sum/max/min whose operand an open group produces joins
     that group: its loop accumulates the result, and the operand is never written out
     unless something else reads it. A reduced value is complete only when the loop
-    ends, so reading it closes the group.
+    ends, so reading it closes the group. With ``fuse_slices``, unit-stride slices join
+    groups as offset loads of their operand.
     """
     steps: list[Eqn | FusionGroup] = []
     open_groups: dict[tuple[int, ...], FusionGroup] = {}
@@ -160,7 +171,7 @@ def partition(
 
     for eqn in eqns:
         target = None
-        fusible = _fusible(eqn)
+        fusible = _fusible(eqn, fuse_slices)
         reduction = None if fusible or not fuse_reductions else _reduction_target(eqn, producer)
         if fusible:
             shape = eqn.outvars[0].aval.shape
@@ -252,7 +263,11 @@ class Program:
         self.jaxpr = jaxpr
         eqns = dce(jaxpr)
         self.fuse = fuse
-        self.steps = partition(eqns, jaxpr.outvars, fuse_reductions=True) if fuse else list(eqns)
+        self.steps = (
+            partition(eqns, jaxpr.outvars, fuse_reductions=True, fuse_slices=True)
+            if fuse
+            else list(eqns)
+        )
         self.kernels: dict[str, Any] = {}
         self.segment_sources: dict[str, str] = {}
         self.calls_numpy = False  # NumPy kernels may warn on inf/NaN; Numba ones don't

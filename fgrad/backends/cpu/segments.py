@@ -129,6 +129,14 @@ def group_lines(
         if eqn.primitive.name in FUSED_REDUCTIONS:
             reductions.append((eqn, names[eqn.invars[0]]))
             continue
+        if eqn.primitive.name == "slice":
+            # Offsets are runtime arguments: the source stays independent of sizes.
+            start = em.shape_arg(eqn.params["start_indices"])
+            rank_in = eqn.invars[0].aval.ndim
+            names[out] = load(
+                eqn.invars[0], ", ".join(f"i{d} + {start}[{d}]" for d in range(rank_in))
+            )
+            continue
         if eqn.primitive.name == "broadcast_in_dim":
             operand = eqn.invars[0]
             if isinstance(operand, Literal) or operand.aval.shape == ():
