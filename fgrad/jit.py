@@ -145,6 +145,7 @@ def _make_fast_flatten(spec):
     # The root is the tuple of positional arguments (flattened as a list).
     lines.append(f"    if len(args) != {len(spec[2])}: return None")
     lines.append("    try:")
+    lines.append("        pass")  # the body is empty for a function of no arguments
     unpack("args", list, None, spec[2], "        ")
     lines.append("    except KeyError:")
     lines.append("        return None")
