@@ -251,22 +251,6 @@ def select_and_scatter_add(source, operand, *, window_dimensions, window_strides
 # ---------------------------------------------------------------- convolution (NHWC/HWIO)
 
 
-def _gemm(dtype):
-    """SciPy's BLAS ``gemm`` for ``dtype`` (it accumulates in place: ``beta=1``), or
-    None without SciPy (NumPy's matmul then writes a temporary that is added)."""
-    key = np.dtype(dtype).char
-    if key not in _GEMM:
-        try:
-            from scipy.linalg.blas import get_blas_funcs
-
-            _GEMM[key] = get_blas_funcs("gemm", dtype=np.dtype(dtype))
-        except ImportError:  # pragma: no cover - SciPy ships with Numba's usual installs
-            _GEMM[key] = None
-    return _GEMM[key]
-
-
-_GEMM: dict[str, object] = {}
-
 #: Input channels up to which the convolution is one im2col matmul: its patch matrix is
 #: only ``KH*KW*C`` wide, while tap-by-tap products of inner size C leave BLAS idle
 #: (see docs/performance.md, "Convolution kernels (per shape class)").
@@ -305,24 +289,19 @@ def _conv_shifted(x, rhs, oh, ow, dilation):
     rows = n * h * w - ((kh - 1) * dh * w + (kw - 1) * dw)
     grid = np.empty((n * h * w, o), x.dtype)
     acc = grid[:rows]
-    gemm = _gemm(x.dtype)
+    tmp = np.empty_like(acc)
     for a in range(kh):
         for b in range(kw):
             shift = a * dh * w + b * dw
             tap = flat[shift : shift + rows]
-            if gemm is not None:
-                # acc.T (O, rows) += w.T (O, C) @ tap.T (C, rows): Fortran-ordered views
-                # of the C-ordered arrays, accumulated in place.
-                first = a == 0 and b == 0
-                r = gemm(
-                    1.0, rhs[a, b].T, tap.T, beta=0.0 if first else 1.0, c=acc.T, overwrite_c=1
-                )
-                if r.ctypes.data != acc.ctypes.data:  # pragma: no cover - f2py copied c
-                    acc[...] = r.T
-            elif a == 0 and b == 0:
+            # Into a scratch buffer, then added: SciPy's gemm could accumulate in place
+            # (beta=1), but it links a second OpenBLAS whose thread pool fights NumPy's
+            # for the cores (measured: cnn step 20 ms without it, 31-66 ms with it).
+            if a == 0 and b == 0:
                 np.matmul(tap, rhs[a, b], out=acc)
             else:
-                acc += tap @ rhs[a, b]
+                np.matmul(tap, rhs[a, b], out=tmp)
+                acc += tmp
     return np.ascontiguousarray(grid.reshape(n, h, w, o)[:, :oh, :ow])
 
 
