@@ -148,7 +148,7 @@ def test_dead_intermediates_are_reused_and_results_match_eager():
     program = f.program(x, w)
     assert not program.merged
     assert program.buffers_reused >= 3
-    assert "out=_buf" in program.source or "out=v" in program.source  # a matmul into a dead buffer
+    assert "out=v" in program.source  # a matmul into a dead buffer
     s_e, o_e = _deep(x, w)
     s_j, o_j = f(x, w)
     np.testing.assert_allclose(np.asarray(o_j), np.asarray(o_e), rtol=1e-5, atol=1e-6)

@@ -20,7 +20,7 @@ reused either; every call allocates afresh, so nothing is shared between calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,16 +31,13 @@ from fgrad.core import Var
 class BufferPlanner:
     """Tracks, step by step, which driver names hold reusable program-owned buffers."""
 
-    def __init__(self, last_use: dict[Var, int], emit: Callable[[str], None], glob):
+    def __init__(self, last_use: dict[Var, int]):
         self._last_use = last_use
-        self._emit = emit  # appends one line to the driver
-        self._glob = glob  # glob(value, prefix) -> name of a driver global
         self._bid: dict[str, int] = {}  # driver name -> buffer id
         self._owner: dict[int, Var] = {}  # buffer id -> the var that holds it now
         self._key: dict[int, tuple] = {}
         self._pinned: set[int] = set()
         self._pool: dict[tuple, list[str]] = {}
-        self._fresh = 0
         #: How many results were written into a dead buffer instead of a new one.
         self.reused = 0
 
@@ -54,20 +51,8 @@ class BufferPlanner:
             return None
         return bid
 
-    def buffer_for(self, v: Var) -> str:
-        """A driver name of a buffer for ``v``: a pooled dead buffer, or a new one."""
-        k = self.key(v)
-        pool = self._pool.get(k)
-        if pool:
-            self.reused += 1
-            return pool.pop()
-        self._fresh += 1
-        name = f"_buf{self._fresh}"
-        self._emit(f"{name} = np.empty({self._glob(k[0], '_shape')}, np.{k[1]})")
-        return name
-
     def pooled(self, v: Var) -> str | None:
-        """A dead buffer for ``v`` if one is pooled (for ``np.matmul(..., out=)``)."""
+        """A dead buffer for ``v`` if one is pooled (taken out of the pool)."""
         pool = self._pool.get(self.key(v))
         if pool:
             self.reused += 1

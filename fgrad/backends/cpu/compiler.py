@@ -256,13 +256,14 @@ def _dot_expr(eqn: Eqn, x: str, y: str) -> str | None:
 class Program:
     """A compiled jaxpr: call it with NumPy arrays, get a list of NumPy arrays."""
 
-    def __init__(self, closed: ClosedJaxpr, fuse: bool = True):
+    def __init__(self, closed: ClosedJaxpr, fuse: bool = True, loop_body: bool = False):
         # Loop rewrites (one forward scan for grad-of-scan, sums hoisted out of loops).
         jaxpr = optimize_loops(inline_calls(closed.jaxpr)) if fuse else inline_calls(closed.jaxpr)
         closed = ClosedJaxpr(jaxpr, closed.consts)
         self.jaxpr = jaxpr
         eqns = dce(jaxpr)
         self.fuse = fuse
+        self.loop_body = loop_body
         self.steps = (
             partition(eqns, jaxpr.outvars, fuse_reductions=True, fuse_slices=True)
             if fuse
@@ -329,7 +330,7 @@ class Program:
         # Large programs (one kernel per group) reuse dead intermediate buffers; in
         # merged segments everything is small and allocated inside Numba anyway.
         planner = (
-            BufferPlanner(last_uses(units, reads, jaxpr.outvars), lines.append, glob)
+            BufferPlanner(last_uses(units, reads, jaxpr.outvars))
             if self.fuse and not self.merged
             else None
         )
@@ -347,23 +348,24 @@ class Program:
                 outputs = [v for v in defined if v in needed_after]
                 if not outputs:
                     continue
-                buffered = []
+                buffered, bufs = [], {}
                 if planner is not None and len(steps) == 1 and isinstance(steps[0], FusionGroup):
                     group = steps[0]
                     reduced = {
                         e.outvars[0] for e in group.eqns if e.primitive.name in FUSED_REDUCTIONS
                     }
-                    # Tiny arrays are cheaper to allocate inside Numba than to pass in.
-                    buffered = [v for v in outputs if v not in reduced and v.aval.size >= 1024]
+                    # Only outputs a dead buffer is waiting for are passed in: a new
+                    # array is as cheap to allocate inside Numba as here.
+                    for v in outputs:
+                        buf = planner.pooled(v) if v not in reduced else None
+                        if buf is not None:
+                            bufs[v] = buf
+                    buffered = list(bufs)
                 src, shapes = segment_source(steps, inputs, outputs, out_buffers=buffered)
                 sname = glob(load_kernel(src, "segment"), "_seg")
                 self.kernels[sname] = g[sname]
                 self.segment_sources[sname] = src
-                call_args = [arg(v) for v in inputs]
-                bufs = {}
-                if buffered:
-                    bufs = {v: planner.buffer_for(v) for v in buffered}
-                    call_args += list(bufs.values())
+                call_args = [arg(v) for v in inputs] + list(bufs.values())
                 if shapes:
                     flat = np.asarray([d for s in shapes for d in s], dtype=np.int64)
                     call_args.append(glob(flat, "_shp"))
@@ -417,8 +419,10 @@ class Program:
         rets = []
         for v in jaxpr.outvars:
             r = ref(v)
-            # Never hand a caller's own input buffer back as an output.
-            rets.append(f"np.array({r})" if r in args else r)
+            # Never hand a caller's own input buffer back as an output. (A loop body's
+            # outputs go back into the loop, or are copied into the stacked outputs; the
+            # loop driver copies a final carry that is still its initial value.)
+            rets.append(f"np.array({r})" if r in args and not self.loop_body else r)
         body = "\n".join("    " + line for line in lines) or "    pass"
         source = f"def program({', '.join(args)}):\n{body}\n    return [{', '.join(rets)}]\n"
         exec(builtins.compile(source, "<fgrad.jit program>", "exec"), g)  # noqa: S102
@@ -486,7 +490,11 @@ def _control_flow_runner(eqn: Eqn):
     ``loops``: generated loop source around the body's Program)."""
     from fgrad.backends.cpu.loops import loop_runner
 
-    return loop_runner(eqn, Program)
+    return loop_runner(eqn, _loop_body_program)
+
+
+def _loop_body_program(closed: ClosedJaxpr) -> Program:
+    return Program(closed, loop_body=True)
 
 
 def compile(closed: ClosedJaxpr, fuse: bool = True) -> Program:  # noqa: A001
