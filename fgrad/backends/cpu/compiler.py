@@ -315,7 +315,9 @@ class Program:
             default=0,
         )
         self.merged = largest <= MERGE_MAX_ELEMENTS
-        units = split_segments(self.steps, self.merged) if self.fuse else list(self.steps)
+        units = (
+            split_segments(self.steps, self.merged, small=_small) if self.fuse else list(self.steps)
+        )
         reads = [_unit_reads(u) for u in units]
         later: list[set] = [set() for _ in units]
         acc = {v for v in jaxpr.outvars if isinstance(v, Var)}
@@ -371,12 +373,15 @@ class Program:
                     call_args.append(glob(flat, "_shp"))
                 outs = [fresh() for _ in outputs]
                 lines.append(f"{', '.join(outs)}, = {sname}({', '.join(call_args)})")
+                single_group = len(steps) == 1 and isinstance(steps[0], FusionGroup)
                 for v, o in zip(outputs, outs):
                     names[v] = o
                     from_kernel.add(o)
-                    if planner is not None:
+                    if planner is not None and single_group:
                         planner.owns(o, v, bufs.get(v))
-                if planner is not None:  # (unmerged list units are single fusion groups)
+                if planner is not None:
+                    if not single_group:  # a merged segment's reshapes may return views
+                        planner.pin(names[v] for v in inputs)
                     planner.release(i, unit_reads(i))
                 continue
             eqn = unit
@@ -436,6 +441,17 @@ class Program:
         # Overflow to inf and 0/0 = NaN are results, not warnings (as in JAX).
         with np.errstate(all="ignore"):
             return self._fn(*args)
+
+
+def _small(step) -> bool:
+    """Whether every array a step touches is small enough to merge into a segment."""
+    eqns = step.eqns if isinstance(step, FusionGroup) else [step]
+    return all(
+        v.aval.size <= MERGE_MAX_ELEMENTS
+        for e in eqns
+        for v in list(e.invars) + list(e.outvars)
+        if isinstance(v, Var)
+    )
 
 
 def _unit_reads(unit) -> set:

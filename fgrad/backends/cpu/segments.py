@@ -332,24 +332,26 @@ def segment_source(
 MERGE_MAX_ELEMENTS = 16384
 
 
-def split_segments(steps: Sequence[Any], merge: bool = True) -> list[Any]:
+def split_segments(steps: Sequence[Any], merge: bool = True, small=None) -> list[Any]:
     """Group consecutive eligible steps into lists (segments); other steps stay single.
 
     With ``merge=False`` every fusion group is a segment of its own and the other
-    steps run outside segments.
+    steps run outside segments, except that consecutive eligible steps for which
+    ``small(step)`` holds still merge (a large program's loss head and scalar optimizer
+    bookkeeping: fewer kernels to compile and to call).
     """
-    if not merge:
+    if not merge and small is None:
         return [[s] if not isinstance(s, Eqn) else s for s in steps]
     out: list[Any] = []
     run: list[Any] = []
     for step in steps:
-        if eligible(step):
+        if eligible(step) and (merge or small(step)):
             run.append(step)
         else:
             if run:
                 out.append(run)
                 run = []
-            out.append(step)
+            out.append([step] if not merge and not isinstance(step, Eqn) else step)
     if run:
         out.append(run)
     return out
