@@ -257,3 +257,29 @@ def test_sum_of_zero_pads_becomes_a_concatenate():
     closed = fgrad.make_jaxpr(fgrad.grad(overlapping))(z)
     rewritten = loops.pads_to_concatenate(closed.jaxpr)
     assert [e.primitive.name for e in rewritten.eqns].count("pad") == 2
+
+
+def test_loop_bodies_passing_inputs_through_keep_values_and_buffers_apart():
+    """Loop bodies hand passed-through inputs straight back (no defensive copy): the
+    results must still hold the right values, the stacked outputs must be copies, and
+    no output may be the caller's own buffer."""
+    init = fnp.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    xs = fnp.asarray(np.ones((4, 2, 3), np.float32))
+    const = fnp.asarray(np.full((2, 3), 7.0, np.float32))
+
+    def f(init, xs, const):
+        carry, ys = lax.scan(lambda c, x: ((c[0], const), (c[0], x)), (init, init), xs)
+        w = lax.while_loop(lambda s: s[0] < 3, lambda s: (s[0] + 1, s[1]), (0, init))
+        k = lax.cond(True, lambda a: a, lambda a: a * 2.0, const)
+        return carry, ys, w[1], k
+
+    got = fgrad.jit(f)(init, xs, const)
+    want = f(init, xs, const)
+    for g, w in zip(fgrad.tree.leaves(got), fgrad.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    (c0, c1), (y0, y1), w1, k = got
+    for out in (c0, c1, w1, k):
+        for arg in (init, xs, const):
+            assert not np.shares_memory(np.asarray(out), np.asarray(arg))
+    assert not np.shares_memory(np.asarray(y0), np.asarray(init))
+    assert not np.shares_memory(np.asarray(y1), np.asarray(xs))

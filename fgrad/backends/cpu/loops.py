@@ -394,6 +394,23 @@ def _body(program) -> tuple[Any, bool]:
     return fn, bool(getattr(program, "calls_numpy", True))
 
 
+def _unalias(outs, ins) -> list:
+    """``outs``, with a copy of any that may share memory with one of ``ins``.
+
+    Loop bodies and branches run as ``Program(loop_body=True)``, which returns inputs it
+    passes through as they are (inside a loop they go straight back in); what leaves
+    the loop must not be the caller's buffer or a view of it.
+    """
+    res = []
+    for o in outs:
+        if isinstance(o, np.ndarray) and any(
+            isinstance(a, np.ndarray) and np.may_share_memory(o, a) for a in ins
+        ):
+            o = o.copy()
+        res.append(o)
+    return res
+
+
 def _names(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
 
@@ -418,7 +435,7 @@ class ScanLoop:
         fn, numpy_errs = _body(self.body)
         nx = len(jaxpr.invars) - nc - nk
         ny = len(jaxpr.outvars) - nk
-        g: dict[str, Any] = {"np": np, "_body": fn}
+        g: dict[str, Any] = {"np": np, "_body": fn, "_unalias": _unalias}
         a = _names("a", nc + nk + nx)
         consts, init, xs = a[:nc], a[nc : nc + nk], a[nc + nk :]
         k, t, y = _names("k", nk), _names("t", ny), _names("y", ny)
@@ -444,8 +461,10 @@ class ScanLoop:
         else:
             lines.append(f"{pad}    {call}")
         lines += [f"{pad}    {yy}[i] = {tt}" for yy, tt in zip(y, t)]
-        # Never hand an input buffer back as the final carry (a loop that did not run).
-        lines += [f"    if {kk} is {ii}:\n        {kk} = np.array({ii})" for kk, ii in zip(k, init)]
+        # Never hand an input buffer back as a final carry (a loop that did not run, or
+        # a body passing a const or an x through: bodies do not copy what they return).
+        if k:
+            lines.append(f"    {_tuple(k)} = _unalias([{', '.join(k)}], ({', '.join(a)},))")
         lines.append(f"    return [{', '.join(k + y)}]")
         self.source = "\n".join(lines) + "\n"
         self._fn = _exec(self.source, g, "scan_loop")
@@ -468,7 +487,7 @@ class WhileLoop:
         a = _names("a", cn + bn + nk)
         cc, bc, init = a[:cn], a[cn : cn + bn], a[cn + bn :]
         k = _names("k", nk)
-        g: dict[str, Any] = {"np": np, "_cond": cfn, "_body": bfn}
+        g: dict[str, Any] = {"np": np, "_cond": cfn, "_body": bfn, "_unalias": _unalias}
         lines = [f"def while_loop({', '.join(a)}):"]
         lines += [f"    {kk} = {ii}" for kk, ii in zip(k, init)]
         pad = "    "
@@ -477,8 +496,7 @@ class WhileLoop:
             pad = "        "
         lines.append(f"{pad}while _cond({', '.join(cc + k)})[0]:")
         lines.append(f"{pad}    {_tuple(k)} = _body({', '.join(bc + k)})")
-        lines += [f"    if {kk} is {ii}:\n        {kk} = np.array({ii})" for kk, ii in zip(k, init)]
-        lines.append(f"    return [{', '.join(k)}]")
+        lines.append(f"    return _unalias([{', '.join(k)}], ({', '.join(a)},))")
         self.source = "\n".join(lines) + "\n"
         self._fn = _exec(self.source, g, "while_loop")
 
@@ -497,7 +515,7 @@ class CondSwitch:
 
     def __call__(self, index, *ops):
         i = int(index)
-        return list(self.branches[0 if i < 0 else min(i, self._last)](*ops))
+        return _unalias(self.branches[0 if i < 0 else min(i, self._last)](*ops), ops)
 
 
 def loop_runner(eqn: Eqn, make_program):
