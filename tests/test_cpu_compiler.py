@@ -257,3 +257,88 @@ def test_fused_slices_match_eager(shape, data):
 
     eager, jitted = _eager_and_jit(f, x)
     np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- recycling across calls
+
+_BIG = (300, 200)  # 240 KB of float32: above RECYCLE_MIN_BYTES
+
+
+def _big_step(w, x):
+    h = fnp.tanh(x @ w)
+    return w - 0.01 * (x.T @ h), h * 2.0
+
+
+def _big_args(seed):
+    rng = np.random.default_rng(seed)
+    w = fnp.asarray(rng.normal(size=(200, 200)).astype(np.float32) * 0.1)
+    x = fnp.asarray(rng.normal(size=_BIG).astype(np.float32))
+    return w, x
+
+
+def test_outputs_the_caller_keeps_are_never_overwritten():
+    f = fgrad.jit(_big_step)
+    kept, expected = [], []
+    for seed in range(6):
+        w, x = _big_args(seed)
+        out = f(w, x)
+        kept.append(out)
+        expected.append([np.array(np.asarray(o)) for o in out])
+    for out, want in zip(kept, expected):
+        for o, e in zip(out, want):
+            np.testing.assert_array_equal(np.asarray(o), e)
+
+
+def test_a_training_loop_recycles_dropped_results():
+    f = fgrad.jit(_big_step)
+    w, x = _big_args(0)
+    seen = set()
+    for _ in range(8):
+        w, h = f(w, x)
+        seen.add(id(np.asarray(h)))
+    # Dropped results come back: a handful of distinct arrays, not one per call.
+    assert len(seen) <= 3
+    program = f.program(w, x)
+    assert sum(len(v) for v in program.recycler._arrays.values()) <= sum(
+        program.recycler._cap.values()
+    )
+    w_ref, x_ref = _big_args(0)
+    for _ in range(8):
+        w_ref, _ = _big_step(w_ref, x_ref)
+    np.testing.assert_allclose(np.asarray(w), np.asarray(w_ref), rtol=1e-4, atol=1e-5)
+
+
+def test_a_view_the_caller_keeps_keeps_its_buffer():
+    f = fgrad.jit(_big_step)
+    w, x = _big_args(1)
+    _, h = f(w, x)
+    view = np.asarray(h)[::7, 3:9]
+    want = view.copy()
+    del h
+    for seed in range(4):
+        f(*_big_args(seed + 10))
+    np.testing.assert_array_equal(view, want)
+
+
+def test_concurrent_calls_never_share_a_recycled_array():
+    import threading
+
+    f = fgrad.jit(_big_step)
+    inputs = [_big_args(seed) for seed in range(4)]
+    want = [[np.asarray(o) for o in _big_step(*a)] for a in inputs]
+    f(*inputs[0])  # compile once
+    errors = []
+
+    def worker(k):
+        for _ in range(25):
+            got = f(*inputs[k])
+            for g, e in zip(got, want[k]):
+                if not np.allclose(np.asarray(g), e, rtol=1e-4, atol=1e-5):
+                    errors.append(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

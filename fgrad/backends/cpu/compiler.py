@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fgrad.backends.cpu.buffers import BufferPlanner, last_uses
+from fgrad.backends.cpu.buffers import RECYCLE_MIN_BYTES, BufferPlanner, Recycler, last_uses
 from fgrad.backends.cpu.emit import EMITTERS
 from fgrad.backends.cpu.kernel_cache import load_kernel
 from fgrad.backends.cpu.loops import optimize_loops
@@ -337,6 +337,19 @@ class Program:
             else None
         )
 
+        self.recycler = Recycler()
+        g["_rec"] = self.recycler
+
+        def recycled(v) -> str | None:
+            """A driver name holding a recycled array for large ``v`` (else None)."""
+            if v.aval.size * v.aval.dtype.itemsize < RECYCLE_MIN_BYTES:
+                return None
+            key = (tuple(v.aval.shape), np.dtype(v.aval.dtype).name)
+            self.recycler.register(key)
+            name = fresh("_buf")
+            lines.append(f"{name} = _rec.take({glob(key, '_key')})")
+            return name
+
         def unit_reads(i):
             return [(v, names[v]) for v in reads[i] if v in names]
 
@@ -356,10 +369,13 @@ class Program:
                     reduced = {
                         e.outvars[0] for e in group.eqns if e.primitive.name in FUSED_REDUCTIONS
                     }
-                    # Only outputs a dead buffer is waiting for are passed in: a new
-                    # array is as cheap to allocate inside Numba as here.
+                    # Outputs get a dead buffer of this call when one is waiting, a
+                    # recycled array when large; small new arrays are as cheap to
+                    # allocate inside Numba.
                     for v in outputs:
-                        buf = planner.pooled(v) if v not in reduced else None
+                        if v in reduced:
+                            continue
+                        buf = planner.pooled(v) or recycled(v)
                         if buf is not None:
                             bufs[v] = buf
                     buffered = list(bufs)
@@ -393,7 +409,7 @@ class Program:
                 and planner is not None
                 and all(v.aval.dtype == eqn.outvars[0].aval.dtype for v in eqn.invars)
             ):
-                buf = planner.pooled(eqn.outvars[0])
+                buf = planner.pooled(eqn.outvars[0]) or recycled(eqn.outvars[0])
                 if buf is not None:
                     expr = expr[:-1] + f", out={buf})"
             else:
