@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from fgrad.backends import reference
+from fgrad.backends.cpu import workspace
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -161,7 +162,7 @@ def _pool(kernel, name):
         n, h, w, c = x.shape
         oh = (h + pd[1][0] + pd[1][1] - wd[1]) // ws[1] + 1
         ow = (w + pd[2][0] + pd[2][1] - wd[2]) // ws[2] + 1
-        out = np.empty((n, max(oh, 0), max(ow, 0), c), x.dtype)
+        out = workspace.empty((n, max(oh, 0), max(ow, 0), c), x.dtype)
         kernel(np.ascontiguousarray(x), out, wd[1], wd[2], ws[1], ws[2], pd[1][0], pd[2][0])
         return out
 
@@ -232,7 +233,7 @@ def select_and_scatter_add(source, operand, *, window_dimensions, window_strides
     if not _spatial_only(operand, wd, ws, pd) or source.dtype != operand.dtype:
         params = dict(window_dimensions=wd, window_strides=ws, padding=pd)
         return reference.run(_prim("select_and_scatter_add"), [source, operand], params)[0]
-    dx = np.zeros(operand.shape, operand.dtype)
+    dx = workspace.zeros(operand.shape, operand.dtype)
     if source.size:
         _pool_max_vjp(
             np.ascontiguousarray(source),
@@ -262,7 +263,7 @@ def _conv_im2col(x, rhs, oh, ow, strides, dilation):
     n, _, _, c = x.shape
     kh, kw, _, o = rhs.shape
     (sh, sw), (dh, dw) = strides, dilation
-    cols = np.empty((n, oh, ow, kh, kw, c), x.dtype)
+    cols = workspace.empty((n, oh, ow, kh, kw, c), x.dtype)
     for a in range(kh):
         for b in range(kw):
             cols[:, :, :, a, b, :] = x[
@@ -270,7 +271,8 @@ def _conv_im2col(x, rhs, oh, ow, strides, dilation):
                 a * dh : a * dh + sh * (oh - 1) + 1 : sh,
                 b * dw : b * dw + sw * (ow - 1) + 1 : sw,
             ]
-    out = cols.reshape(n * oh * ow, kh * kw * c) @ rhs.reshape(kh * kw * c, o)
+    out = workspace.empty((n * oh * ow, o), x.dtype)
+    np.matmul(cols.reshape(n * oh * ow, kh * kw * c), rhs.reshape(kh * kw * c, o), out=out)
     return out.reshape(n, oh, ow, o)
 
 
@@ -287,9 +289,9 @@ def _conv_shifted(x, rhs, oh, ow, dilation):
     dh, dw = dilation
     flat = x.reshape(n * h * w, c)
     rows = n * h * w - ((kh - 1) * dh * w + (kw - 1) * dw)
-    grid = np.empty((n * h * w, o), x.dtype)
+    grid = workspace.empty((n * h * w, o), x.dtype)
     acc = grid[:rows]
-    tmp = np.empty_like(acc)
+    tmp = workspace.empty(acc.shape, x.dtype)
     for a in range(kh):
         for b in range(kw):
             shift = a * dh * w + b * dw
@@ -302,7 +304,9 @@ def _conv_shifted(x, rhs, oh, ow, dilation):
             else:
                 np.matmul(tap, rhs[a, b], out=tmp)
                 acc += tmp
-    return np.ascontiguousarray(grid.reshape(n, h, w, o)[:, :oh, :ow])
+    out = workspace.empty((n, oh, ow, o), x.dtype)
+    out[...] = grid.reshape(n, h, w, o)[:, :oh, :ow]
+    return out
 
 
 def _conv_weight_grad_im2col(xb, rhs, oh, ow, strides, dilation):
@@ -315,7 +319,7 @@ def _conv_weight_grad_im2col(xb, rhs, oh, ow, strides, dilation):
     n, _, _, c = xb.shape
     _, kh, kw, o = ct.shape
     (sh, sw), (dh, dw) = strides, dilation
-    cols = np.empty((n, kh, kw, oh, ow, c), xb.dtype)
+    cols = workspace.empty((n, kh, kw, oh, ow, c), xb.dtype)
     for i in range(oh):
         for j in range(ow):
             cols[:, :, :, i, j, :] = xb[
@@ -381,14 +385,16 @@ def conv_general_dilated(
         # batch-first (free for such a view), then padded.
         xb = np.ascontiguousarray(lhs.transpose(3, 1, 2, 0))
         if any((ph0, ph1, pw0, pw1)):
-            xb = np.pad(xb, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
+            xb = workspace.padded(xb, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
         return _conv_weight_grad_im2col(xb, rhs, oh, ow, window_strides, rhs_dilation)
-    x = np.pad(lhs, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0))) if any((ph0, ph1, pw0, pw1)) else lhs
+    pads = ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0))
+    x = workspace.padded(lhs, pads) if any((ph0, ph1, pw0, pw1)) else lhs
     if weight_grad:
         # Few output positions, a large kernel: one matmul per output position over
         # the whole window.
         kernel = rhs.reshape(kh * kw * c, o)
-        out = np.empty((n, oh, ow, o), lhs.dtype)
+        out = workspace.empty((n, oh, ow, o), lhs.dtype)
+        patch = None
         for i in range(oh):
             for j in range(ow):
                 window = x[
@@ -397,7 +403,10 @@ def conv_general_dilated(
                     j * sw : j * sw + (kw - 1) * dw + 1 : dw,
                     :,
                 ]
-                out[:, i, j, :] = np.ascontiguousarray(window).reshape(n, -1) @ kernel
+                if patch is None:
+                    patch = workspace.empty(window.shape, lhs.dtype)
+                patch[...] = window
+                out[:, i, j, :] = patch.reshape(n, -1) @ kernel
         return out
     rhs = np.ascontiguousarray(rhs)
     if c <= IM2COL_MAX_CHANNELS:
