@@ -57,7 +57,11 @@ def eligible(step: Any) -> bool:
     name = eqn.primitive.name
     if name in _REDUCE_OPS:
         return eqn.invars[0].aval.dtype in _NUMERIC
-    if name == "transpose" or name in _RESHAPES:
+    if name == "transpose":
+        # Numba takes seconds to compile a copy of a rank-4+ transposed array; NumPy
+        # does it at once (and these are small arrays: a kernel flip in a conv VJP).
+        return eqn.invars[0].aval.ndim <= 3
+    if name in _RESHAPES:
         return True
     if name == "dot_general":
         return small_dot_kind(eqn) is not None
