@@ -58,10 +58,9 @@ one fixed synthetic batch drawn with NumPy from a fixed seed (`benchmarks/worklo
 - `cnn`: conv3x3 1->16 ReLU, conv3x3 16->32 ReLU (SAME), 2x2 max pool, dense 128 ReLU,
   dense 10, softmax cross-entropy, 28x28x1 NHWC inputs, batch 64, Adam;
 - `lstm`: LSTM (gates i, f, g, o) with input 32, hidden 128, 32 time steps, batch 32,
-  MSE on a 128->1 projection of the final hidden state, Adam. By default the
-  recurrence is unrolled in Python (32 traced steps) in every framework; with
-  `--lstm-scan` fgrad and JAX run it through `lax.scan` (PyTorch and autograd always
-  loop in Python).
+  MSE on a 128->1 projection of the final hidden state, Adam. fgrad and JAX run the
+  recurrence through `lax.scan` (`--no-lstm-scan` unrolls it in Python, 32 traced
+  steps); PyTorch and autograd always loop in Python.
 
 Every framework starts from the same float32 parameters (NumPy arrays converted once;
 PyTorch gets them permuted to OIHW/NCHW, with the first dense kernel's rows reordered,
