@@ -25,13 +25,13 @@ fresh pages every step.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from fgrad.backends.cpu.workspace import take_free
 from fgrad.core import Var
 
 
@@ -116,18 +116,6 @@ def last_uses(units: Sequence[Any], reads: Sequence[set], outvars: Sequence[Any]
 RECYCLE_MIN_BYTES = 1 << 16
 
 
-def _free_refcount() -> int:
-    """``sys.getrefcount`` of an array referenced only by a recycler list, measured with
-    exactly the loop ``Recycler.take`` uses (so the count of temporaries matches)."""
-    probe = [np.empty(1)]
-    for a in probe:
-        return sys.getrefcount(a)
-    raise AssertionError  # pragma: no cover
-
-
-_FREE = _free_refcount()
-
-
 class Recycler:
     """Large result arrays of one Program, handed out again on later calls once nothing
     outside the recycler references them.
@@ -153,13 +141,5 @@ class Recycler:
 
     def take(self, key: tuple) -> np.ndarray:
         """A writeable array of ``key = (shape, dtype name)``: a free recycled one, or new."""
-        arrays = self._arrays[key]
         with self._lock:
-            for a in arrays:
-                if sys.getrefcount(a) <= _FREE:
-                    a.setflags(write=True)  # results are handed out read-only
-                    return a
-            a = np.empty(key[0], key[1])
-            if len(arrays) < self._cap[key]:
-                arrays.append(a)
-            return a
+            return take_free(self._arrays[key], key[0], key[1], self._cap[key])

@@ -27,8 +27,8 @@ _arrays: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
 
 
 def _free_refcount() -> int:
-    """The reference count of an array held only by the cache, read inside the same
-    loop ``empty`` uses."""
+    """The reference count of an array held only by a cache list, read inside the same
+    loop ``take_free`` uses (the loop variable and the call's argument count too)."""
     probe = [np.empty(1)]
     for a in probe:
         return sys.getrefcount(a)
@@ -64,14 +64,21 @@ def empty(shape, dtype) -> np.ndarray:
                 _arrays.popitem(last=False)
         else:
             _arrays.move_to_end(key)
-        for a in arrays:
-            if sys.getrefcount(a) <= _FREE:
-                a.setflags(write=True)  # results are handed out read-only
-                return a
-        a = np.empty(shape, dtype)
-        if len(arrays) < MAX_PER_SHAPE:
-            arrays.append(a)
-        return a
+        return take_free(arrays, shape, dtype, MAX_PER_SHAPE)
+
+
+def take_free(arrays: list, shape, dtype, cap: int) -> np.ndarray:
+    """An array of ``arrays`` that only the list references (made writeable), else a
+    new one, kept in the list while it holds fewer than ``cap``. The caller holds the
+    lock that guards ``arrays``."""
+    for a in arrays:
+        if sys.getrefcount(a) <= _FREE:
+            a.setflags(write=True)  # results are handed out read-only
+            return a
+    a = np.empty(shape, dtype)
+    if len(arrays) < cap:
+        arrays.append(a)
+    return a
 
 
 def zeros(shape, dtype) -> np.ndarray:
