@@ -31,6 +31,7 @@ from fgrad.backends.cpu.loops import optimize_loops
 from fgrad.backends.cpu.segments import (
     FUSED_REDUCTIONS,
     MERGE_MAX_ELEMENTS,
+    REDUCIBLE_DTYPES,
     segment_source,
     split_segments,
 )
@@ -123,15 +124,12 @@ def _fusible(eqn: Eqn, slices: bool = False) -> bool:
     return emitter(eqn, ["x"] * len(eqn.invars), lambda v, d: "c") is not None
 
 
-_REDUCIBLE_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64)}
-
-
 def _reduction_target(eqn: Eqn, producer: dict) -> FusionGroup | None:
     """The open group whose loop can also accumulate ``eqn`` (a reduction), if any."""
     if eqn.primitive.name not in FUSED_REDUCTIONS or not eqn.params["axes"]:
         return None
     operand = eqn.invars[0]
-    if not isinstance(operand, Var) or operand.aval.dtype not in _REDUCIBLE_DTYPES:
+    if not isinstance(operand, Var) or operand.aval.dtype not in REDUCIBLE_DTYPES:
         return None
     g = producer.get(operand)
     if g is None or g.closed or g.shape != operand.aval.shape:
@@ -329,8 +327,8 @@ class Program:
             r = ref(v)
             return r if r in from_kernel or isinstance(v, Literal) else f"_c({r})"
 
-        # Large programs (one kernel per group) reuse dead intermediate buffers; in
-        # merged segments everything is small and allocated inside Numba anyway.
+        # Large programs reuse dead intermediate buffers (their big groups run one
+        # kernel each); in small, merged programs everything is allocated in Numba.
         planner = (
             BufferPlanner(last_uses(units, reads, jaxpr.outvars))
             if self.fuse and not self.merged

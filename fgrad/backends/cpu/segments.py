@@ -26,9 +26,9 @@ FUSED_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
 
 #: Contractions up to this many multiply-adds run as loops inside a segment.
 SMALL_DOT_MACS = 32768
-_REDUCE_OPS = ("reduce_sum", "reduce_max", "reduce_min")
 _RESHAPES = ("reshape", "squeeze", "expand_dims")
-_NUMERIC = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64)}
+#: dtypes whose reductions run as Numba loops (in segments, or fused into groups).
+REDUCIBLE_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64)}
 
 
 def small_dot_kind(eqn: Eqn) -> str | None:
@@ -55,8 +55,8 @@ def eligible(step: Any) -> bool:
     if any(isinstance(v, Literal) for v in eqn.invars):
         return False
     name = eqn.primitive.name
-    if name in _REDUCE_OPS:
-        return eqn.invars[0].aval.dtype in _NUMERIC
+    if name in FUSED_REDUCTIONS:
+        return eqn.invars[0].aval.dtype in REDUCIBLE_DTYPES
     if name == "transpose":
         # Numba takes seconds to compile a copy of a rank-4+ transposed array; NumPy
         # does it at once (and these are small arrays: a kernel flip in a conv VJP).
@@ -215,10 +215,7 @@ def _reduce_lines(eqn: Eqn, x: str, out: str, em: _Emitter) -> list[str]:
     kept = [d for d in range(aval.ndim) if d not in axes]
     dtype = eqn.outvars[0].aval.dtype
     name = eqn.primitive.name
-    init = {"reduce_sum": 0, "reduce_max": -np.inf, "reduce_min": np.inf}[name]
-    if dtype.kind in "iu" and name != "reduce_sum":
-        info = np.iinfo(dtype)
-        init = info.min if name == "reduce_max" else info.max
+    init, _ = reduction_init(eqn)  # (accumulates in the output dtype here)
     s = em.shape_arg(eqn.outvars[0].aval.shape)
     lines = [f"{out} = np.full({s}, {em.const(init, dtype)})"]
     rank = aval.ndim
@@ -288,7 +285,7 @@ def segment_source(
         prim = eqn.primitive.name
         out = em.fresh("r")
         x = arrays[eqn.invars[0]]
-        if prim in _REDUCE_OPS:
+        if prim in FUSED_REDUCTIONS:
             lines.extend(_reduce_lines(eqn, x, out, em))
         elif prim == "transpose":
             perm = tuple(eqn.params["permutation"])
